@@ -1,0 +1,1 @@
+//! The client engine (being written).
