@@ -79,9 +79,9 @@ pick_port() {
     return 1
 }
 
-write_conf() { # FILE PORT
+write_conf() { # FILE PORT [NAME]
     cat > "$1" <<EOF
-FRIENDLYNAME "Virtual PCD"
+FRIENDLYNAME "${3:-Virtual PCD}"
 DEVICENAME /dev/null:$2
 LIBPATH $VPCD_LIB
 CHANNELID $2
@@ -280,10 +280,31 @@ cmd_reader() {
     port=$(cat "$dir/port")
     pid=$(pid_of "$dir" pcscd)
     case $op in
-        add) write_conf "$dir/conf/vpcd-2" $((port + 2)) ;;
+        add) write_conf "$dir/conf/vpcd-2" $((port + 2)) "Second PCD" ;;
         remove) rm -f "$dir/conf/vpcd-2" ;;
         *) usage ;;
     esac
+    # --restart: a stock pcscd (libudev hotplug) reads serial readers only when it
+    # starts, and two conf entries for vpcd's driver in one pcscd do not both come
+    # up. So with --restart, "remove" restarts pcscd with no reader at all and
+    # "add" restarts it with the card's reader back: clients see the reader list
+    # change across a daemon restart.
+    if [ "${3:-}" = --restart ]; then
+        rm -f "$dir/conf/vpcd-2"
+        mkdir -p "$dir/conf.off"
+        if [ "$op" = remove ]; then
+            [ -f "$dir/conf/vpcd" ] && mv "$dir/conf/vpcd" "$dir/conf.off/vpcd"
+            local p
+            p=$(pid_of "$dir" pcscd)
+            [ -n "$p" ] && stop_pid "$p" "$dir"
+            start_pcscd "$dir"
+            wait_log "$dir" "daemon ready" || die "pcscd did not come back"
+        else
+            [ -f "$dir/conf.off/vpcd" ] && mv "$dir/conf.off/vpcd" "$dir/conf/vpcd"
+            cmd_restart_pcscd "$dir"
+        fi
+        return
+    fi
     reader_apply "$dir" "$op"
 }
 
@@ -301,7 +322,7 @@ reader_apply() { # DIR OP
     kill -USR1 "$pid"
     deadline=$(( $(date +%s%N) + 2000000000 ))
     while [ "$(date +%s%N)" -lt "$deadline" ]; do
-        if tail -n +"$((before + 1))" "$dir/pcscd.log" | grep -i "Virtual PCD 01 00" \
+        if tail -n +"$((before + 1))" "$dir/pcscd.log" | grep -i "Second PCD" \
             | grep -qiE "$( [ "$op" = add ] && echo 'Attempting startup' || echo 'remov')"; then
             return 0
         fi

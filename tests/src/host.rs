@@ -192,6 +192,13 @@ impl TestHost {
         }
     }
 
+    /// Bring the readers back (`true`) or take them all away (`false`) by
+    /// restarting pcscd with the changed configuration: works with every build.
+    pub fn reader_change_by_restart(&self, add: bool) -> Result<(), String> {
+        let op = if add { "add" } else { "remove" };
+        run_script(&["reader", &self.dir_str(), op, "--restart"]).map(drop)
+    }
+
     /// Stop and start pcscd (same socket path); returns when the card is seen again.
     pub fn restart_pcscd(&self) -> Result<(), String> {
         run_script(&["restart-pcscd", &self.dir_str()]).map(drop)

@@ -98,6 +98,19 @@ impl Canceller {
         WaitGuard(self)
     }
 
+    /// Sleeps until `until`; returns true if cancelled meanwhile.
+    fn sleep_until(&self, until: Instant) -> bool {
+        let now = Instant::now();
+        if until <= now {
+            return false;
+        }
+        let ms = (until - now).as_millis().min(i32::MAX as u128) as i32;
+        let mut fds = [libc::pollfd { fd: self.fd().unwrap_or(-1), events: libc::POLLIN, revents: 0 }];
+        // SAFETY: one valid pollfd (a negative fd is ignored by poll).
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), 1, ms) };
+        r > 0 && fds[0].revents != 0
+    }
+
     fn fd(&self) -> Option<RawFd> {
         self.pipe().map(|(r, _)| r.as_raw_fd())
     }
@@ -287,6 +300,33 @@ pub fn evaluate(
 }
 
 impl Context {
+    /// Takes a snapshot; if the daemon is gone (being restarted), keeps trying
+    /// every 100 ms until it is back, the deadline passes or the wait is
+    /// cancelled. Upstream gives up with `SCARD_E_NO_SERVICE` at once.
+    fn snapshot_riding_restarts(
+        &self,
+        want_events: bool,
+        deadline: Option<Instant>,
+    ) -> Result<(Version, usize, Vec<ReaderState>, Option<u32>), Rv> {
+        loop {
+            match self.snapshot(want_events) {
+                Ok(s) => return Ok(s),
+                Err(rv) if rv == Rv::E_NO_SERVICE || rv == Rv::F_COMM_ERROR => {
+                    let step = Instant::now() + Duration::from_millis(100);
+                    let until = match deadline {
+                        Some(d) if d <= Instant::now() => return Err(Rv::E_NO_SERVICE),
+                        Some(d) => d.min(step),
+                        None => step,
+                    };
+                    if self.canceller.sleep_until(until) {
+                        return Err(Rv::E_CANCELLED);
+                    }
+                }
+                Err(rv) => return Err(rv),
+            }
+        }
+    }
+
     /// `SCardGetStatusChange`. `timeout_ms`: 0 = one pass; `INFINITE` (or any
     /// value from 0xFFFFFFFF up, i.e. `(DWORD)-1`) = no limit.
     pub fn get_status_change(&self, timeout_ms: u64, queries: &mut [ReaderStateQuery]) -> Result<(), Rv> {
@@ -324,15 +364,16 @@ impl Context {
             }
             if ev.is_none() {
                 // Register first, then look again: nothing can slip in between.
-                let mut e = EventConn::open(self.config(), version, slots).map_err(|_| Rv::E_NO_SERVICE)?;
-                let armed = e.arm();
-                match armed {
-                    Ok(_) => {}
-                    Err(_) => return Err(Rv::E_NO_SERVICE),
+                match EventConn::open(self.config(), version, slots).and_then(|mut e| e.arm().map(|_| e)) {
+                    Ok(e) => ev = Some(e),
+                    Err(_) => {
+                        // The daemon is going away or restarting: wait for it.
+                        if self.canceller.sleep_until(Instant::now() + Duration::from_millis(100)) {
+                            return Err(Rv::E_CANCELLED);
+                        }
+                    }
                 }
-                ev = Some(e);
-                let snap = self.snapshot(want_events)?;
-                (version, slots, states, events) = snap;
+                (version, slots, states, events) = self.snapshot_riding_restarts(want_events, deadline)?;
                 continue;
             }
             let e = ev.as_mut().expect("registered");
@@ -349,16 +390,10 @@ impl Context {
                         ev = None;
                     }
                 }
-                Err(_) => {
-                    // The daemon went away. If it is back already (a restart),
-                    // carry on with a fresh registration; else report it.
-                    ev = None;
-                }
+                // The daemon went away: register again once it is back.
+                Err(_) => ev = None,
             }
-            match self.snapshot(want_events) {
-                Ok(snap) => (version, slots, states, events) = snap,
-                Err(_) => return Err(Rv::E_NO_SERVICE),
-            }
+            (version, slots, states, events) = self.snapshot_riding_restarts(want_events, deadline)?;
         }
     }
 }
