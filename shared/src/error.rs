@@ -92,7 +92,7 @@ codes! {
     W_UNPOWERED_CARD = 0x8010_0067, Some("Card is unpowered.");
     W_RESET_CARD = 0x8010_0068, Some("Card was reset.");
     W_REMOVED_CARD = 0x8010_0069, Some("Card was removed.");
-    W_SECURITY_VIOLATION = 0x8010_006A, None;
+    W_SECURITY_VIOLATION = 0x8010_006A, Some("Access denied.");
     W_WRONG_CHV = 0x8010_006B, None;
     W_CHV_BLOCKED = 0x8010_006C, None;
     W_EOF = 0x8010_006D, None;
@@ -179,7 +179,8 @@ mod tests {
         assert_eq!(Rv::SUCCESS.text(), "Command successful.");
         assert_eq!(Rv::E_SERVICE_STOPPED.text(), "Service was stopped.");
         assert_eq!(Rv::E_NO_READERS_AVAILABLE.text(), "Cannot find a smart card reader.");
-        assert_eq!(Rv::W_SECURITY_VIOLATION.text(), "Unknown error: 0x8010006A");
+        // Since 1.9.9 (upstream 34f27e76); verified against Debian's libpcsclite 1.9.9.
+        assert_eq!(Rv::W_SECURITY_VIOLATION.text(), "Access denied.");
         assert_eq!(Rv(0x1234).text(), "Unknown error: 0x00001234");
     }
 

@@ -35,6 +35,14 @@ pub struct CardStatus {
     pub atr: Vec<u8>,
 }
 
+/// The daemon's answer to `SCARD_CONNECT`: `card` is set when `rv` is success.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectReply {
+    pub rv: Rv,
+    pub card: Option<CardId>,
+    pub active_protocol: u32,
+}
+
 /// What `SCardTransmit` returns. `len` is the response length, or the needed
 /// length when `rv` is `SCARD_E_INSUFFICIENT_BUFFER`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -342,6 +350,15 @@ impl Context {
 
     /// `SCardConnect`: returns the card handle and the active protocol.
     pub fn connect(&self, reader: &[u8], share_mode: u32, protocols: u32) -> Result<(CardId, u32), Rv> {
+        let r = self.connect_reply(reader, share_mode, protocols)?;
+        r.rv.ok()?;
+        Ok((r.card.expect("a card for a successful connect"), r.active_protocol))
+    }
+
+    /// `SCardConnect`, with the daemon's answer even when it refused:
+    /// upstream's client hands the reply's active protocol to the app in every
+    /// case. `Err` when no reply came (local check, transport).
+    pub fn connect_reply(&self, reader: &[u8], share_mode: u32, protocols: u32) -> Result<ConnectReply, Rv> {
         if reader.len() > MAX_READERNAME {
             return Err(Rv::E_INVALID_VALUE);
         }
@@ -371,11 +388,13 @@ impl Context {
                 }
             }
         };
-        reply.result().ok()?;
+        if !reply.result().is_success() {
+            return Ok(ConnectReply { rv: reply.result(), card: None, active_protocol: reply.active_protocol });
+        }
         let id = alloc_handle_value();
         let epoch = inner.epoch;
         inner.cards.insert(id, Card { h_card: reply.h_card, epoch, reader: reader.to_vec() });
-        Ok((id, reply.active_protocol))
+        Ok(ConnectReply { rv: Rv::SUCCESS, card: Some(id), active_protocol: reply.active_protocol })
     }
 
     /// Retries `f` every 100 ms while it answers `SCARD_E_SHARING_VIOLATION`
@@ -394,13 +413,24 @@ impl Context {
 
     /// `SCardReconnect`: returns the active protocol.
     pub fn reconnect(&self, card: CardId, share_mode: u32, protocols: u32, init: u32) -> Result<u32, Rv> {
+        let (rv, active_protocol) = self.reconnect_reply(card, share_mode, protocols, init)?;
+        rv.ok()?;
+        Ok(active_protocol)
+    }
+
+    /// `SCardReconnect`, with the daemon's answer `(rv, active protocol)` even
+    /// when it refused (upstream's client hands that protocol to the app).
+    /// `Err` when no reply came.
+    pub fn reconnect_reply(&self, card: CardId, share_mode: u32, protocols: u32, init: u32) -> Result<(Rv, u32), Rv> {
         self.blocking(false, || {
             let m = self.with_card(card, |inner, h_card| {
                 let msg = ReconnectMsg { h_card, share_mode, preferred_protocols: protocols, initialization: init, active_protocol: 0, rv: 0 };
                 exchange_fixed(inner, Command::RECONNECT, &msg.to_bytes(), ReconnectMsg::SIZE, ReconnectMsg::parse)
             })?;
-            m.result().ok()?;
-            Ok(m.active_protocol)
+            if m.result() == Rv::E_SHARING_VIOLATION {
+                return Err(Rv::E_SHARING_VIOLATION);
+            }
+            Ok((m.result(), m.active_protocol))
         })
     }
 

@@ -342,8 +342,9 @@ impl Context {
         let want_events = queries.iter().any(|q| q.is_pnp() && q.current_state & rs::IGNORE == 0);
         let (mut version, mut slots, mut states, mut events) = self.snapshot(want_events)?;
         let layout_of = |v: Version| v.rs_layout();
+        // Every name must be known, ignored entries included (as upstream checks).
         for q in queries.iter() {
-            if q.current_state & rs::IGNORE != 0 || q.is_pnp() {
+            if q.is_pnp() {
                 continue;
             }
             if !states.iter().any(|s| !s.is_empty(layout_of(version)) && s.name == q.name) {
