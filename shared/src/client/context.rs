@@ -117,6 +117,8 @@ struct Card {
 }
 
 struct Inner {
+    /// For the per-socket memo of the daemon's array size.
+    cfg: ClientConfig,
     conn: Option<Conn>,
     version: Version,
     h_context: u32,
@@ -141,39 +143,93 @@ pub struct Context {
 
 type Res<T> = Result<T, TransportError>;
 
+/// What this process learnt last about the daemon at a socket: the version it
+/// accepted and the size of its reader-state array, so that later contexts offer
+/// that version first (one round trip instead of two) and skip the array-size
+/// detection. One lock-free entry (fork-safe): bits 63-32 a hash of the socket
+/// path, 31-8 the slot count (0 = unknown), 7-0 the version.
+static DAEMON_MEMO: AtomicU64 = AtomicU64::new(0);
+
+fn path_key(p: &std::path::Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    let mut h: u32 = 0x811C_9DC5;
+    for b in p.as_os_str().as_bytes() {
+        h = (h ^ u32::from(*b)).wrapping_mul(0x0100_0193);
+    }
+    u64::from(h) << 32
+}
+
+fn memo(cfg: &ClientConfig) -> Option<(Version, Option<usize>)> {
+    let m = DAEMON_MEMO.load(Ordering::Relaxed);
+    if m == 0 || m & 0xFFFF_FFFF_0000_0000 != path_key(&cfg.socket) {
+        return None;
+    }
+    let idx = (m & 0xFF) as usize;
+    let v = Version::ALL_NEWEST_FIRST.get(idx.checked_sub(1)?).copied().filter(|r| *r <= cfg.max_version)?;
+    let slots = ((m >> 8) & 0xFF_FFFF) as usize;
+    Some((v, if slots == 0 { None } else { Some(slots) }))
+}
+
+fn remembered(cfg: &ClientConfig) -> Option<Version> {
+    memo(cfg).map(|(v, _)| v)
+}
+
+fn remember(cfg: &ClientConfig, v: Version, slots: Option<usize>) {
+    if let Some(i) = Version::ALL_NEWEST_FIRST.iter().position(|x| *x == v) {
+        let slots = slots.unwrap_or(0).min(0xFF_FFFF) as u64;
+        DAEMON_MEMO.store(path_key(&cfg.socket) | (slots << 8) | (i as u64 + 1), Ordering::Relaxed);
+    }
+}
+
 /// Opens a connection, negotiates, and establishes a server context, pipelining
-/// `CMD_VERSION` and `SCARD_ESTABLISH_CONTEXT` in one write.
+/// `CMD_VERSION` and `SCARD_ESTABLISH_CONTEXT` in one write. The first offer is
+/// the version this daemon accepted last, else the newest we speak.
 fn open(cfg: &ClientConfig, scope: u32) -> Result<(Conn, Version, u32), Rv> {
     let mut conn = Conn::connect(&cfg.socket).map_err(|e| e.rv())?;
+    let offer = remembered(cfg).unwrap_or(cfg.max_version);
     let mut req = Vec::with_capacity(40);
-    emit_version_request(&mut req, cfg.max_version);
+    emit_version_request(&mut req, offer);
     Header::new(Command::ESTABLISH_CONTEXT, EstablishMsg::SIZE).emit(&mut req);
     EstablishMsg { scope, h_context: 0, rv: 0 }.emit(&mut req);
     conn.send_all(&req).map_err(|_| Rv::E_NO_SERVICE)?;
-    // The first version reply precedes the establish reply; refusals make
-    // `complete` send further versions, whose replies follow the establish one.
+    // The first version reply precedes the establish reply; later versions
+    // offered on the same connection are answered after it.
     let mut vbuf = [0u8; VersionMsg::SIZE];
     conn.read_exact(&mut vbuf).map_err(|e| e.rv())?;
     let first = VersionMsg::parse(&vbuf).map_err(|_| Rv::F_COMM_ERROR)?;
     let mut ebuf = [0u8; EstablishMsg::SIZE];
     conn.read_exact(&mut ebuf).map_err(|e| e.rv())?;
     let est = EstablishMsg::parse(&ebuf).map_err(|_| Rv::F_COMM_ERROR)?;
+    // A daemon that names a newer version than a remembered offer was upgraded.
+    let newer = Version::from_numbers(first.major, first.minor)
+        .or(if first.major == 4 && first.minor > 6 { Some(Version::NEWEST) } else { None })
+        .map(|v| v.min(cfg.max_version))
+        .filter(|v| *v > offer);
     let version = if first.result().is_success() {
-        handshake::effective(cfg.max_version, &first)
+        match newer {
+            Some(up) => reoffer(&mut conn, up)?,
+            None => handshake::effective(offer, &first),
+        }
     } else {
         let rv = first.result();
         if rv != Rv::E_SERVICE_STOPPED && rv != Rv::E_NO_SERVICE {
             return Err(rv);
         }
-        let next = handshake::next_offer(cfg.max_version, &first, &[cfg.max_version]).ok_or(rv)?;
-        let mut r = Vec::with_capacity(20);
-        emit_version_request(&mut r, next);
-        conn.send_all(&r).map_err(|e| e.rv())?;
-        handshake::complete(&mut conn, next).map_err(|e| e.rv())?
+        let next = newer.or_else(|| handshake::next_offer(offer, &first, &[offer])).ok_or(rv)?;
+        reoffer(&mut conn, next)?
     };
     est.result().ok()?;
+    let known_slots = memo(cfg).filter(|(v, _)| *v == version).and_then(|(_, s)| s);
+    remember(cfg, version, known_slots);
     tracing::debug!(socket = %cfg.socket.display(), %version, "context established");
     Ok((conn, version, est.h_context))
+}
+
+fn reoffer(conn: &mut Conn, v: Version) -> Result<Version, Rv> {
+    let mut r = Vec::with_capacity(20);
+    emit_version_request(&mut r, v);
+    conn.send_all(&r).map_err(|e| e.rv())?;
+    handshake::complete(conn, v).map_err(|e| e.rv())
 }
 
 impl Context {
@@ -189,7 +245,8 @@ impl Context {
                 conn: Some(conn),
                 version,
                 h_context,
-                slots: None,
+                slots: memo(cfg).filter(|(v, _)| *v == version).and_then(|(_, s)| s),
+                cfg: cfg.clone(),
                 epoch: 0,
                 cards: HashMap::new(),
                 released: false,
@@ -237,7 +294,9 @@ impl Context {
         inner.conn = Some(conn);
         inner.version = version;
         inner.h_context = h_context;
+        // A restarted daemon may be another build: learn its array size again.
         inner.slots = None;
+        remember(&self.cfg, version, None);
         inner.epoch += 1;
         if version == Version::V4_2 {
             fetch_states(inner).map_err(|e| e.rv())?;
@@ -776,5 +835,35 @@ fn fetch_states(inner: &mut Inner) -> Res<Vec<ReaderState>> {
         tracing::info!(slots, "daemon publishes a non-default number of reader slots");
     }
     inner.slots = Some(slots);
+    remember(&inner.cfg, inner.version, Some(slots));
     parse_array(&buf, layout).map_err(|_| TransportError::Io(libc::EPROTO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_memory_is_per_socket_and_capped() {
+        let a = ClientConfig::with_socket("/tmp/a.comm");
+        let b = ClientConfig::with_socket("/tmp/b.comm");
+        remember(&a, Version::V4_4, Some(48));
+        assert_eq!(remembered(&a), Some(Version::V4_4));
+        assert_eq!(memo(&a), Some((Version::V4_4, Some(48))));
+        assert_eq!(remembered(&b), None);
+        let capped = ClientConfig { max_version: Version::V4_3, ..a.clone() };
+        assert_eq!(remembered(&capped), None);
+        remember(&b, Version::V4_2Rn100, None);
+        assert_eq!(remembered(&b), Some(Version::V4_2Rn100));
+        assert_eq!(remembered(&a), None);
+    }
+
+    #[test]
+    fn version_sentinel_is_unambiguous() {
+        assert!(is_version_sentinel(&VersionMsg { major: 4, minor: 4, rv: 0 }.to_bytes()));
+        assert!(!is_version_sentinel(&[0; 12]));
+        assert!(!is_version_sentinel(b"Virtual PCD "));
+        // 4:0 record: readerID 100 + i.
+        assert!(!is_version_sentinel(&[100, 0, 0, 0, b'V', b'i', b'r', b't', 0, 0, 0, 0]));
+    }
 }
