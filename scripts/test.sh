@@ -3,9 +3,13 @@
 #
 #   scripts/test.sh
 #
-# 1. setup (packages, release build)      2. unit and integration tests (cargo test)
-# 3. unmodified clients compared, native vs pcsc-bridge, by each route
-# 4. the exported symbol list against Debian's libpcsclite   5. fuzz targets, bounded
+# 1. setup (packages, release build)
+# 2. the shipped library: libpcscbridge.so built against glibc 2.17 (scripts/build-so.sh)
+# 3. unit and integration tests (cargo test), including unmodified clients compared
+#    line by line, native vs pcsc-bridge (the shipped library), by each route
+# 4. the exported symbols, SONAME, NODELETE and glibc floor of the shipped library
+# 5. the version matrix: 4 client suites x 4 host suites x routes, in sandboxes
+# 6. fuzz targets, bounded
 # Ends with "N passed, M failed" over the steps; exit 1 if any failed.
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -25,8 +29,13 @@ step() { # NAME CMD...
     fi
 }
 
+LIB=$ROOT/target/x86_64-unknown-linux-gnu/release/libpcscbridge.so
+step "build the shipped library (glibc 2.17)" scripts/build-so.sh
+[ -f "$LIB" ] || LIB=$ROOT/target/release/libpcscbridge.so
+export PCSC_BRIDGE_LIB=$LIB
 step "cargo test" cargo test --workspace --release -- --test-threads=2
-step "exported symbols" scripts/check-symbols.sh target/release/libpcscbridge.so
+step "exported symbols and glibc floor" env GLIBC_FLOOR=2.17 scripts/check-symbols.sh "$LIB"
+step "version matrix" scripts/matrix.sh --lib "$LIB"
 step "fuzz (bounded)" scripts/fuzz.sh 20
 
 echo

@@ -2,15 +2,17 @@
 # testhost.sh: a private test host = a real pcscd (own mount namespace, socket DIR/run/pcscd.comm)
 # with a vsmartcard-vpcd reader and the project's virtual card (tests/src/bin/vcard.rs).
 #
-#   testhost.sh up [--dir DIR] [--port PORT] [--no-card] [--pcscd PATH]
+#   testhost.sh up [--dir DIR] [--port PORT] [--no-card] [--pcscd PATH | --suite SUITE]
 #       prints: DIR=... SOCKET=... PORT=... READER=... CARD_CTL=...  (one per line)
+#       --suite SUITE: run that Debian suite's own pcscd (and vpcd driver) chrooted in its root
+#       from scripts/suites.sh (prepare it first); the socket is still DIR/run/pcscd.comm.
 #   testhost.sh down DIR
 #   testhost.sh card DIR insert|remove|status
 #   testhost.sh reader DIR add|remove      (exit 3 = unsupported by this pcscd; Debian's pcscd)
 #   testhost.sh restart-pcscd DIR
 #
 # Environment: PCSCD (pcscd binary, default pcscd on PATH; --pcscd wins), VCARD (vcard binary),
-# TESTHOST_TIMEOUT (seconds to wait for readiness, default 10).
+# TESTHOST_TIMEOUT (seconds to wait for readiness, default 10), PCSC_BRIDGE_SUITES (see suites.sh).
 # Needs root (mount namespace). Several hosts can run at once; each uses TCP ports PORT and PORT+1
 # (vpcd listens on both, on 0.0.0.0) and PORT+2, PORT+3 for `reader add`.
 set -euo pipefail
@@ -24,7 +26,7 @@ TIMEOUT=${TESTHOST_TIMEOUT:-10}
 die() { echo "testhost: $*" >&2; exit 1; }
 
 usage() {
-    sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -96,9 +98,12 @@ alive() {
     [ "$st" != Z ] && [ "$st" != X ]
 }
 
-# Does PID belong to this host (its command line mentions DIR)?
+# Does PID belong to this host? Its command line mentions DIR, or (a chrooted suite pcscd, whose
+# command line has only paths inside its root) its environment has PCSC_BRIDGE_TESTHOST=DIR.
 ours() {
-    alive "$1" && tr '\0' ' ' < "/proc/$1/cmdline" 2>/dev/null | grep -qF "$2"
+    alive "$1" || return 1
+    tr '\0' ' ' < "/proc/$1/cmdline" 2>/dev/null | grep -qF "$2" && return 0
+    tr '\0' '\n' < "/proc/$1/environ" 2>/dev/null | grep -qxF "PCSC_BRIDGE_TESTHOST=$2"
 }
 
 stop_pid() { # PID DIR: SIGTERM, up to 3 s, SIGKILL
@@ -131,17 +136,35 @@ pcscd_bin() { # DIR
 }
 
 start_pcscd() { # DIR
-    local dir=$1 bin extra=() pid
+    local dir=$1 bin extra=() pid sroot
     bin=$(pcscd_bin "$dir")
-    if "$bin" --help 2>&1 | grep -q -- '--disable-polkit'; then extra+=(--disable-polkit); fi
-    mkdir -p /run/pcscd "$dir/run"
+    sroot=$(cat "$dir/suite.root" 2>/dev/null || true)
+    mkdir -p "$dir/run"
     rm -f "$dir/run/pcscd.comm" "$dir/run/pcscd.pid"
     [ -f "$dir/pcscd.log" ] && mv "$dir/pcscd.log" "$dir/pcscd.log.$(date +%s%N)"
-    # unshare execs sh, which execs pcscd: $! is pcscd's PID.
-    unshare -m --propagation private sh -c \
-        'mount --bind "$1/run" /run/pcscd && shift && exec "$@"' \
-        sh "$dir" "$bin" -f -d -c "$dir/conf" "${extra[@]}" \
-        < /dev/null > "$dir/pcscd.log" 2>&1 &
+    if [ -n "$sroot" ]; then
+        # A suite's pcscd, chrooted in its root (its own libraries and vpcd driver). In a private
+        # mount namespace: /proc mounted, DIR/run bound onto ROOT/run/pcscd (the socket stays
+        # reachable as DIR/run/pcscd.comm) and DIR/conf onto ROOT/hostconf. Nothing in the shared
+        # root is changed, so several hosts may use the same root at once.
+        if chroot "$sroot" /usr/sbin/pcscd --help 2>&1 | grep -q -- '--disable-polkit'; then
+            extra+=(--disable-polkit)
+        fi
+        PCSC_BRIDGE_TESTHOST=$dir unshare -m --propagation private sh -c \
+            'd=$1; r=$2; shift 2
+             mount -t proc proc "$r/proc" && mount --bind "$d/run" "$r/run/pcscd" &&
+             mount --bind "$d/conf" "$r/hostconf" && exec chroot "$r" "$@"' \
+            sh "$dir" "$sroot" /usr/sbin/pcscd -f -d -c /hostconf "${extra[@]}" \
+            < /dev/null > "$dir/pcscd.log" 2>&1 &
+    else
+        if "$bin" --help 2>&1 | grep -q -- '--disable-polkit'; then extra+=(--disable-polkit); fi
+        mkdir -p /run/pcscd
+        # unshare execs sh, which execs pcscd: $! is pcscd's PID.
+        PCSC_BRIDGE_TESTHOST=$dir unshare -m --propagation private sh -c \
+            'mount --bind "$1/run" /run/pcscd && shift && exec "$@"' \
+            sh "$dir" "$bin" -f -d -c "$dir/conf" "${extra[@]}" \
+            < /dev/null > "$dir/pcscd.log" 2>&1 &
+    fi
     pid=$!
     set_pid "$dir" pcscd "$pid"
 }
@@ -149,7 +172,7 @@ start_pcscd() { # DIR
 start_card() { # DIR PORT ABSENT(0/1)
     local dir=$1 port=$2 args=()
     [ "$3" = 1 ] && args+=(--absent)
-    "$VCARD_BIN" --port "$port" --ctl "$dir/card.ctl" "${args[@]}" \
+    PCSC_BRIDGE_TESTHOST=$dir "$VCARD_BIN" --port "$port" --ctl "$dir/card.ctl" "${args[@]}" \
         < /dev/null > "$dir/vcard.log" 2>&1 &
     set_pid "$dir" vcard "$!"
 }
@@ -185,20 +208,31 @@ check_dir() {
 }
 
 cmd_up() {
-    local dir="" port="" nocard=0 pcscd_arg=""
+    local dir="" port="" nocard=0 pcscd_arg="" suite="" sroot=""
     while [ $# -gt 0 ]; do
         case $1 in
             --dir) dir=${2:?}; shift 2 ;;
             --port) port=${2:?}; shift 2 ;;
             --no-card) nocard=1; shift ;;
             --pcscd) pcscd_arg=${2:?}; shift 2 ;;
+            --suite) suite=${2:?}; shift 2 ;;
             *) usage ;;
         esac
     done
     [ "$(id -u)" = 0 ] || die "needs root (mount namespace for pcscd)"
     local bin=${pcscd_arg:-${PCSCD:-pcscd}}
-    command -v "$bin" >/dev/null || die "pcscd not found ($bin)"
-    [ -e "$VPCD_LIB" ] || die "vpcd driver missing: $VPCD_LIB (apt-get install vsmartcard-vpcd)"
+    if [ -n "$suite" ]; then
+        [ -z "$pcscd_arg" ] || die "--pcscd and --suite exclude each other"
+        sroot=$("$ROOT/scripts/suites.sh" path "$suite") || die "no root for suite $suite"
+        bin=$sroot/usr/sbin/pcscd
+        [ -x "$bin" ] || die "no pcscd in $sroot"
+        [ -e "$sroot$VPCD_LIB" ] || die "vpcd driver missing in $sroot (re-run suites.sh prepare $suite)"
+        [ -d "$sroot/run/pcscd" ] && [ -d "$sroot/hostconf" ] ||
+            die "$sroot lacks run/pcscd or hostconf (re-run suites.sh prepare $suite)"
+    else
+        command -v "$bin" >/dev/null || die "pcscd not found ($bin)"
+        [ -e "$VPCD_LIB" ] || die "vpcd driver missing: $VPCD_LIB (apt-get install vsmartcard-vpcd)"
+    fi
     VCARD_BIN=$(find_vcard)
 
     mkdir -p "$BASE"
@@ -210,6 +244,11 @@ cmd_up() {
     fi
     touch "$dir/.testhost"
     echo "$bin" > "$dir/pcscd.bin"
+    if [ -n "$sroot" ]; then
+        echo "$sroot" > "$dir/suite.root"; echo "$suite" > "$dir/suite"
+    else
+        rm -f "$dir/suite.root" "$dir/suite"
+    fi
     echo "$VCARD_BIN" > "$dir/vcard.bin"
     # From here on, tear down on failure.
     trap 'rc=$?; if [ $rc -ne 0 ]; then teardown "$dir"; fi' EXIT

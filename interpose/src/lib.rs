@@ -30,9 +30,11 @@
 
 pub mod api;
 pub mod buffers;
+pub mod dlopen;
 pub mod ffi;
 pub mod handles;
 pub mod log;
+pub mod marker;
 pub mod panic;
 pub mod strerror;
 pub mod types;
