@@ -1,51 +1,60 @@
 #!/usr/bin/env bash
 # demo.sh: the main job on the embedded default (the project's virtual card, no hardware).
 #
-#   scripts/demo.sh
+#   scripts/demo.sh [--host SUITE] [--client SUITE]      (defaults: trixie, bookworm)
 #
-# Sets everything up (scripts/setup.sh), brings up a real pcscd with a vpcd reader
-# and the virtual card on a private socket, and runs unmodified PC/SC clients
-# (pcsc_scan, opensc-tool, pyscard) first on Debian's own libpcsclite, then through
-# pcsc-bridge's libpcscbridge.so by LD_PRELOAD and as a drop-in libpcsclite.so.1.
+# Sets everything up (packages, the glibc-2.17 libpcscbridge.so, Debian suite roots), then:
+# a host pcscd of one generation (default trixie's pcsc-lite 2.3.3, protocol 4:5) with a vpcd
+# reader and the virtual card; a sandboxed client of another (default bookworm's 1.9.9,
+# protocol 4:4) in a bwrap sandbox built the way Flatpak's --socket=pcsc builds it. The
+# client's own unmodified pyscard, pcsc_scan and opensc-tool fail natively with
+# SCARD_E_SERVICE_STOPPED, then work through pcsc-bridge (LD_PRELOAD and drop-in).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+HOST=trixie CLIENT=bookworm
+while [ $# -gt 0 ]; do
+    case $1 in
+        --host) HOST=${2:?}; shift 2 ;;
+        --client) CLIENT=${2:?}; shift 2 ;;
+        *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+    esac
+done
+
 scripts/setup.sh
+LIB=$(scripts/build-so.sh | tail -n 1)
+scripts/suites.sh prepare "$HOST" "$CLIENT" >/dev/null
 
-LIB=$ROOT/target/release/libpcscbridge.so
-out=$(scripts/testhost.sh up)
-eval "$(echo "$out" | grep -E '^(DIR|SOCKET|READER)=' | sed 's/=\(.*\)/="\1"/')"
-DROPIN=$(mktemp -d)
-trap 'scripts/testhost.sh down "$DIR" >/dev/null 2>&1 || true; rm -rf "$DROPIN"' EXIT
-cp "$LIB" "$DROPIN/libpcsclite.so.1"
-export PCSCLITE_CSOCK_NAME=$SOCKET
+out=$(scripts/testhost.sh up --suite "$HOST")
+DIR=$(echo "$out" | sed -n 's/^DIR=//p')
+SOCKET=$(echo "$out" | sed -n 's/^SOCKET=//p')
+trap 'scripts/testhost.sh down "$DIR" >/dev/null 2>&1 || true' EXIT
 
-run() { # TITLE ENV... -- CMD...
+CHECK='
+import sys
+from smartcard.scard import *
+from smartcard.util import toHexString
+rv, ctx = SCardEstablishContext(SCARD_SCOPE_USER)
+if rv != SCARD_S_SUCCESS:
+    sys.exit("SCardEstablishContext: 0x%08X (%s)" % (rv & 0xFFFFFFFF, SCardGetErrorMessage(rv)))
+rv, readers = SCardListReaders(ctx, [])
+print("readers:", readers)
+rv, card, proto = SCardConnect(ctx, readers[0], SCARD_SHARE_SHARED, SCARD_PROTOCOL_T0 | SCARD_PROTOCOL_T1)
+rv, name, state, proto, atr = SCardStatus(card)
+print("ATR:", toHexString(atr))
+rv, resp = SCardTransmit(card, proto, [0x00, 0xA4, 0x04, 0x00, 0x07, 0xA0, 0x00, 0x00, 0x05, 0x27, 0x21, 0x01])
+print("SELECT ->", toHexString(resp[-2:]))
+'
+show() { # TITLE ROUTE-ARGS...
     local title=$1; shift
     echo
     echo "== $title"
-    env "$@" 2>&1 | sed 's/^/   /'
+    scripts/sandbox.sh --suite "$CLIENT" --socket "$SOCKET" "$@" -- /usr/bin/python3 -c "$CHECK" 2>&1 | sed 's/^/   /' || true
+    scripts/sandbox.sh --suite "$CLIENT" --socket "$SOCKET" "$@" -- timeout 5 pcsc_scan -r 2>&1 | sed 's/^/   pcsc_scan: /' || true
+    scripts/sandbox.sh --suite "$CLIENT" --socket "$SOCKET" "$@" -- timeout 5 opensc-tool -a 2>&1 | sed 's/^/   opensc-tool: /' || true
 }
-APDU=00:A4:04:00:07:A0:00:00:05:27:21:01
-for route in native preload dropin; do
-    case $route in
-        native) E=() ;;
-        preload) E=(LD_PRELOAD="$LIB") ;;
-        dropin) E=(LD_LIBRARY_PATH="$DROPIN") ;;
-    esac
-    echo
-    echo "######## route: $route"
-    run "pcsc_scan -r" "${E[@]}" timeout 10 pcsc_scan -r
-    run "opensc-tool -a" "${E[@]}" timeout 10 opensc-tool -r "$READER" -a
-    run "opensc-tool -s SELECT" "${E[@]}" timeout 10 opensc-tool -r "$READER" -s "$APDU"
-    run "pyscard" "${E[@]}" timeout 10 /usr/bin/python3 -c '
-from smartcard.System import readers
-r = readers()
-print("readers:", [str(x) for x in r])
-c = r[0].createConnection(); c.connect()
-print("ATR:", " ".join("%02X" % b for b in c.getATR()))
-data, sw1, sw2 = c.transmit([0x00,0xA4,0x04,0x00,0x07,0xA0,0x00,0x00,0x05,0x27,0x21,0x01])
-print("SELECT -> %02X %02X" % (sw1, sw2))'
-done
-echo
-echo "demo: the same readers, ATR and responses natively and through pcsc-bridge"
+echo "host pcscd: $HOST ($(scripts/suites.sh info 2>/dev/null | grep -w "$HOST" | head -1))"
+echo "sandboxed client: $CLIENT"
+show "native: the client's own libpcsclite against the host's pcscd"
+show "through pcsc-bridge, LD_PRELOAD" --preload "$LIB"
+show "through pcsc-bridge, drop-in libpcsclite.so.1" --dropin "$LIB"
