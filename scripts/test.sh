@@ -9,7 +9,8 @@
 #    line by line, native vs pcsc-bridge (the shipped library), by each route
 # 4. the exported symbols, SONAME, NODELETE and glibc floor of the shipped library
 # 5. the version matrix: 4 client suites x 4 host suites x routes, in sandboxes
-# 6. fuzz targets, bounded
+# 6. real Flatpak (offline, local runtimes): native fails, `pcsc-bridge flatpak enable` fixes it
+# 7. fuzz targets, bounded
 # Ends with "N passed, M failed" over the steps; exit 1 if any failed.
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -36,6 +37,7 @@ export PCSC_BRIDGE_LIB=$LIB
 step "cargo test" cargo test --workspace --release -- --test-threads=2
 step "exported symbols and glibc floor" env GLIBC_FLOOR=2.17 scripts/check-symbols.sh "$LIB"
 step "version matrix" scripts/matrix.sh --lib "$LIB"
+step "real Flatpak" scripts/flatpak-test.sh --glibc-floor
 step "fuzz (bounded)" scripts/fuzz.sh 20
 
 echo
