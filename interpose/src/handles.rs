@@ -11,7 +11,7 @@
 //!   leaks the old ones. The parent's handles are therefore invalid in the child,
 //!   and the child's sockets are its own.
 
-use std::collections::HashMap;
+use pcsc_proto::hash::HandleMap;
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -23,15 +23,15 @@ use crate::types::{SCARDCONTEXT, SCARDHANDLE};
 /// daemon.
 #[derive(Debug)]
 pub struct Tables<C> {
-    contexts: HashMap<SCARDCONTEXT, Arc<C>>,
-    cards: HashMap<CardId, SCARDCONTEXT>,
+    contexts: HandleMap<SCARDCONTEXT, Arc<C>>,
+    cards: HandleMap<CardId, SCARDCONTEXT>,
     next: u32,
 }
 
 impl<C> Tables<C> {
     /// Empty tables; context handle values start from `seed`.
     pub fn new(seed: u32) -> Self {
-        Tables { contexts: HashMap::new(), cards: HashMap::new(), next: seed }
+        Tables { contexts: HandleMap::default(), cards: HandleMap::default(), next: seed }
     }
 
     /// Adds a context; returns its new handle: non-zero, positive, 31-bit and not

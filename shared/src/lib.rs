@@ -9,6 +9,7 @@
 
 pub mod consts;
 pub mod error;
+pub mod hash;
 pub mod wire;
 pub mod client;
 

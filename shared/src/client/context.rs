@@ -5,7 +5,6 @@
 //! its next call (new socket, new server context, same `Context` for the app);
 //! card handles from before then answer what a removed card answers.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, Once};
 use std::time::Duration;
@@ -126,7 +125,7 @@ struct Inner {
     /// `None` until detected on this connection.
     slots: Option<usize>,
     epoch: u64,
-    cards: HashMap<CardId, Card>,
+    cards: crate::hash::HandleMap<CardId, Card>,
     released: bool,
     scratch: Vec<u8>,
 }
@@ -248,7 +247,7 @@ impl Context {
                 slots: memo(cfg).filter(|(v, _)| *v == version).and_then(|(_, s)| s),
                 cfg: cfg.clone(),
                 epoch: 0,
-                cards: HashMap::new(),
+                cards: Default::default(),
                 released: false,
                 scratch: Vec::with_capacity(512),
             }),
@@ -262,7 +261,7 @@ impl Context {
     /// `SCardConnect`, whose struct size depends on it.
     fn settle_layout(&self) -> Result<(), Rv> {
         let mut inner = self.lock()?;
-        if inner.version == Version::V4_2 && inner.slots.is_none() && inner.conn.is_some() {
+        if inner.version.minor() == 2 && inner.slots.is_none() && inner.conn.is_some() {
             fetch_states(&mut inner).map_err(|e| e.rv())?;
         }
         Ok(())
@@ -298,7 +297,7 @@ impl Context {
         inner.slots = None;
         remember(&self.cfg, version, None);
         inner.epoch += 1;
-        if version == Version::V4_2 {
+        if version.minor() == 2 {
             fetch_states(inner).map_err(|e| e.rv())?;
         }
         Ok(true)
@@ -374,7 +373,7 @@ impl Context {
         let h_context = inner.h_context;
         let Some(mut conn) = inner.conn.take() else { return Ok(()) };
         let r: Res<Rv> = (|| {
-            conn.request(Command::RELEASE_CONTEXT, &ReleaseMsg { h_context, rv: 0 }.to_bytes(), &[])?;
+            conn.request(Command::RELEASE_CONTEXT, &ReleaseMsg { h_context, rv: 0 }.to_array(), &[])?;
             let mut b = [0u8; ReleaseMsg::SIZE];
             conn.read_exact(&mut b)?;
             Ok(ReleaseMsg::parse(&b).map(|m| m.result()).unwrap_or(Rv::F_COMM_ERROR))
@@ -484,7 +483,7 @@ impl Context {
         self.blocking(false, || {
             let m = self.with_card(card, |inner, h_card| {
                 let msg = ReconnectMsg { h_card, share_mode, preferred_protocols: protocols, initialization: init, active_protocol: 0, rv: 0 };
-                exchange_fixed(inner, Command::RECONNECT, &msg.to_bytes(), ReconnectMsg::SIZE, ReconnectMsg::parse)
+                exchange_fixed(inner, Command::RECONNECT, &msg.to_array(), ReconnectMsg::SIZE, ReconnectMsg::parse)
             })?;
             if m.result() == Rv::E_SHARING_VIOLATION {
                 return Err(Rv::E_SHARING_VIOLATION);
@@ -497,7 +496,7 @@ impl Context {
     pub fn disconnect(&self, card: CardId, disposition: u32) -> Result<(), Rv> {
         let r = self.with_card(card, |inner, h_card| {
             let msg = DisconnectMsg { h_card, disposition, rv: 0 };
-            exchange_fixed(inner, Command::DISCONNECT, &msg.to_bytes(), DisconnectMsg::SIZE, DisconnectMsg::parse)
+            exchange_fixed(inner, Command::DISCONNECT, &msg.to_array(), DisconnectMsg::SIZE, DisconnectMsg::parse)
         });
         match r {
             Ok(m) => {
@@ -517,7 +516,7 @@ impl Context {
     pub fn begin_transaction(&self, card: CardId) -> Result<(), Rv> {
         self.blocking(true, || {
             let m = self.with_card(card, |inner, h_card| {
-                exchange_fixed(inner, Command::BEGIN_TRANSACTION, &BeginMsg { h_card, rv: 0 }.to_bytes(), BeginMsg::SIZE, BeginMsg::parse)
+                exchange_fixed(inner, Command::BEGIN_TRANSACTION, &BeginMsg { h_card, rv: 0 }.to_array(), BeginMsg::SIZE, BeginMsg::parse)
             })?;
             m.result().ok()
         })
@@ -526,7 +525,7 @@ impl Context {
     /// `SCardEndTransaction`.
     pub fn end_transaction(&self, card: CardId, disposition: u32) -> Result<(), Rv> {
         let m = self.with_card(card, |inner, h_card| {
-            exchange_fixed(inner, Command::END_TRANSACTION, &EndMsg { h_card, disposition, rv: 0 }.to_bytes(), EndMsg::SIZE, EndMsg::parse)
+            exchange_fixed(inner, Command::END_TRANSACTION, &EndMsg { h_card, disposition, rv: 0 }.to_array(), EndMsg::SIZE, EndMsg::parse)
         })?;
         m.result().ok()
     }
@@ -556,7 +555,7 @@ impl Context {
                 return Ok(Ok((reader, v, states)));
             }
             let conn = inner.conn.as_mut().expect("connected");
-            conn.request(Command::STATUS, &StatusMsg { h_card, rv: 0 }.to_bytes(), &[])?;
+            conn.request(Command::STATUS, &StatusMsg { h_card, rv: 0 }.to_array(), &[])?;
             let mut b = [0u8; StatusMsg::SIZE];
             conn.read_exact(&mut b)?;
             let m = StatusMsg::parse(&b).map_err(|_| TransportError::Io(libc::EPROTO))?;
@@ -653,7 +652,7 @@ impl Context {
             }
             let msg = ControlMsg { h_card, control_code: code, send_length: send.len() as u32, recv_length: recv.len().min(max) as u32, bytes_returned: 0, rv: 0 };
             let conn = inner.conn.as_mut().expect("connected");
-            conn.request(Command::CONTROL, &msg.to_bytes(), send)?;
+            conn.request(Command::CONTROL, &msg.to_array(), send)?;
             let mut b = [0u8; ControlMsg::SIZE];
             conn.read_exact(&mut b)?;
             let m = ControlMsg::parse(&b).map_err(|_| TransportError::Io(libc::EPROTO))?;
@@ -736,10 +735,14 @@ impl Context {
 fn exchange_fixed<T>(inner: &mut Inner, cmd: Command, body: &[u8], reply_size: usize, parse: fn(&[u8]) -> Result<T, crate::wire::WireError>) -> Res<T> {
     let conn = inner.conn.as_mut().expect("connected");
     conn.request(cmd, body, &[])?;
-    let mut b = [0u8; 280];
-    let b = &mut b[..reply_size];
-    conn.read_exact(b)?;
-    parse(b).map_err(|_| TransportError::Io(libc::EPROTO))
+    if reply_size <= 32 {
+        let mut b = [0u8; 32];
+        let b = &mut b[..reply_size];
+        conn.read_exact(b)?;
+        return parse(b).map_err(|_| TransportError::Io(libc::EPROTO));
+    }
+    let b = conn.read_vec(reply_size)?;
+    parse(&b).map_err(|_| TransportError::Io(libc::EPROTO))
 }
 
 fn fetch_reader_events(inner: &mut Inner) -> Res<Option<u32>> {
@@ -800,7 +803,9 @@ fn fetch_states(inner: &mut Inner) -> Res<Vec<ReaderState>> {
     Header::new(Command::GET_READERS_STATE, 0).emit(&mut req);
     emit_version_request(&mut req, v);
     conn.send_all(&req)?;
-    let mut layout = if v == Version::V4_2 { RsLayout::B } else { v.rs_layout() };
+    // Either 4:2 variant: the layout is learnt here, whichever the handshake assumed.
+    let is_4_2 = v.minor() == 2;
+    let mut layout = if is_4_2 { RsLayout::B } else { v.rs_layout() };
     let mut array_len = 16 * layout.record_size();
     let mut buf = conn.read_vec(array_len)?;
     loop {
@@ -811,7 +816,7 @@ fn fetch_states(inner: &mut Inner) -> Res<Vec<ReaderState>> {
         }
         buf.extend_from_slice(&t);
         // 4:2: 2496 bytes with 100-byte names; anything longer is the 128 variant.
-        if v == Version::V4_2 && layout == RsLayout::B {
+        if is_4_2 && layout == RsLayout::B {
             layout = RsLayout::C;
             array_len = 16 * layout.record_size();
         } else {
@@ -823,8 +828,9 @@ fn fetch_states(inner: &mut Inner) -> Res<Vec<ReaderState>> {
         let more = conn.read_vec(array_len - buf.len())?;
         buf.extend_from_slice(&more);
     }
-    if v == Version::V4_2 && layout == RsLayout::B {
-        inner.version = Version::V4_2Rn100;
+    if is_4_2 {
+        inner.version = if layout == RsLayout::B { Version::V4_2Rn100 } else { Version::V4_2 };
+        tracing::debug!(version = %inner.version, "4:2 reader-state layout detected");
     }
     let rs = layout.record_size();
     if buf.len() % rs != 0 {
@@ -860,7 +866,7 @@ mod tests {
 
     #[test]
     fn version_sentinel_is_unambiguous() {
-        assert!(is_version_sentinel(&VersionMsg { major: 4, minor: 4, rv: 0 }.to_bytes()));
+        assert!(is_version_sentinel(&VersionMsg { major: 4, minor: 4, rv: 0 }.to_array()));
         assert!(!is_version_sentinel(&[0; 12]));
         assert!(!is_version_sentinel(b"Virtual PCD "));
         // 4:0 record: readerID 100 + i.

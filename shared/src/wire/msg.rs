@@ -29,9 +29,19 @@ macro_rules! fixed_msg {
             }
 
             pub fn to_bytes(&self) -> Vec<u8> {
-                let mut v = Vec::with_capacity(Self::SIZE);
-                self.emit(&mut v);
-                v
+                self.to_array().to_vec()
+            }
+
+            /// The bytes on the stack (no allocation).
+            pub fn to_array(&self) -> [u8; Self::SIZE] {
+                let mut a = [0u8; Self::SIZE];
+                let mut i = 0;
+                $(
+                    a[i..i + 4].copy_from_slice(&self.$field.to_ne_bytes());
+                    i += 4;
+                )*
+                let _ = i;
+                a
             }
         }
     };
