@@ -6,11 +6,14 @@
 //!   Parsing never panics on hostile bytes.
 //! - [`client`]: the client engine: socket transport, version handshake, and a safe
 //!   Rust API for every PC/SC call with each version's semantics.
+//! - [`server`]: the server side: a mini-pcscd core serving clients of every
+//!   version over a [`server::Backend`], and its Unix socket listener.
 
 pub mod consts;
 pub mod error;
 pub mod hash;
 pub mod wire;
 pub mod client;
+pub mod server;
 
 pub use error::Rv;

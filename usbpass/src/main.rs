@@ -1,9 +1,52 @@
-//! `usbpass`: the USB path of pcsc-bridge (proxy and CCID modes).
+//! `usbpass`: the USB path of pcsc-bridge.
 //!
-//! Not implemented yet: the proxy mode is issue 4, the CCID driver issue 5.
-//! Until then the binary says so and exits with status 2.
+//! * `usbpass proxy`: a pcscd-protocol server (every version, 4:0 to 4:6) in
+//!   front of the host's pcscd ([`proxy`]).
+//! * `usbpass serve`: the user-space USB CCID driver (issue 5, not yet).
+//!
+//! Command line in [`cli`]; this file only wires things up.
 
-fn main() {
-    eprintln!("usbpass: not implemented yet (proxy: issue 4, USB CCID driver: issue 5)");
-    std::process::exit(2);
+#![forbid(unsafe_code)]
+
+mod cli;
+mod proxy;
+
+use std::process::ExitCode;
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("USBPASS_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn main() -> ExitCode {
+    let var = |k: &str| std::env::var_os(k);
+    let env = cli::Env { var: &var, uid: pcsc_proto::server::listener::euid() };
+    match cli::parse(std::env::args_os().skip(1), &env) {
+        Ok(cli::Cmd::Help) => {
+            println!("{}", cli::USAGE);
+            ExitCode::SUCCESS
+        }
+        Ok(cli::Cmd::Version) => {
+            println!("usbpass {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Ok(cli::Cmd::Serve) => {
+            eprintln!("usbpass serve: not implemented yet (USB CCID: issue 5)");
+            ExitCode::from(2)
+        }
+        Ok(cli::Cmd::Proxy(opts)) => {
+            init_logging();
+            match proxy::run(&opts) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("usbpass proxy: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("usbpass: {e}\n\n{}", cli::USAGE);
+            ExitCode::from(2)
+        }
+    }
 }

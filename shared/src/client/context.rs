@@ -203,7 +203,8 @@ fn open(cfg: &ClientConfig, scope: u32) -> Result<(Conn, Version, u32), Rv> {
     let newer = Version::from_numbers(first.major, first.minor)
         .or(if first.major == 4 && first.minor > 6 { Some(Version::NEWEST) } else { None })
         .map(|v| v.min(cfg.max_version))
-        .filter(|v| *v > offer);
+        // (compared by number: 4:2 with 100-byte names is not "older" than 4:2)
+        .filter(|v| v.minor() > offer.minor());
     let version = if first.result().is_success() {
         match newer {
             Some(up) => reoffer(&mut conn, up)?,

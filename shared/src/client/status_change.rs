@@ -212,8 +212,13 @@ pub fn evaluate(
             q.event_state &= !rs::UNKNOWN;
             changed = true;
         }
-        let state = s.state;
-        let counter = s.event_counter & 0xFFFF;
+        // 4:0 records have no eventCounter field: 1.6.0-1.6.4 keep the counter
+        // in the high 16 bits of readerState (what SCardStatus hands out there).
+        let (state, counter) = if layout == RsLayout::A {
+            (s.state & 0xFFFF, s.state >> 16)
+        } else {
+            (s.state, s.event_counter & 0xFFFF)
+        };
         if q.current_state & 0xFFFF_0000 != 0 && (q.current_state >> 16) != counter {
             q.event_state |= rs::CHANGED;
             changed = true;
@@ -355,7 +360,9 @@ impl Context {
             q.event_state = 0;
         }
         let initial_count = states.iter().filter(|s| !s.is_empty(layout_of(version))).count();
+        // The event connection, and whether it is registered for the next event.
         let mut ev: Option<EventConn> = None;
+        let mut armed = false;
         loop {
             if evaluate(queries, &states, layout_of(version), initial_count, events) {
                 return Ok(());
@@ -363,10 +370,25 @@ impl Context {
             if timeout_ms == 0 {
                 return Err(Rv::E_TIMEOUT);
             }
-            if ev.is_none() {
+            if !armed {
                 // Register first, then look again: nothing can slip in between.
-                match EventConn::open(self.config(), version, slots).and_then(|mut e| e.arm().map(|_| e)) {
-                    Ok(e) => ev = Some(e),
+                // 4:4/4:5 hand the states over with the registration itself.
+                let reg = match ev.take() {
+                    Some(e) => Ok(e),
+                    None => EventConn::open(self.config(), version, slots),
+                }
+                .and_then(|mut e| e.arm().map(|s| (e, s)));
+                match reg {
+                    Ok((e, Some(armed_states))) if !want_events => {
+                        ev = Some(e);
+                        armed = true;
+                        states = armed_states;
+                        continue;
+                    }
+                    Ok((e, _)) => {
+                        ev = Some(e);
+                        armed = true;
+                    }
                     Err(_) => {
                         // The daemon is going away or restarting: wait for it.
                         if self.canceller.sleep_until(Instant::now() + Duration::from_millis(100)) {
@@ -384,13 +406,13 @@ impl Context {
                 Ok(WaitOutcome::TimedOut) => return Err(Rv::E_TIMEOUT),
                 Ok(WaitOutcome::Readable) => {}
             }
+            // Registration is one-shot: after a notification, look first (the
+            // change usually answers the caller), register again only if not.
+            armed = false;
             match e.read_notification() {
                 Ok(n) if n.result() == Rv::E_CANCELLED => return Err(Rv::E_CANCELLED),
-                Ok(_) => {
-                    if e.arm().is_err() {
-                        ev = None;
-                    }
-                }
+                Ok(_) if e.version.wait_reply() == WaitReply::States && !want_events => continue,
+                Ok(_) => {}
                 // The daemon went away: register again once it is back.
                 Err(_) => ev = None,
             }
@@ -449,6 +471,20 @@ mod tests {
         let mut q = [ReaderStateQuery::new(r"\\?pnp?\notification", 5 << 16)];
         assert!(evaluate(&mut q, &two, RsLayout::C, 2, Some(6)));
         assert_eq!(q[0].event_state >> 16, 6);
+    }
+
+    #[test]
+    fn layout_a_counter_is_in_the_state_high_word() {
+        // 1.6.x: readerState 0x0003_0034 = counter 3, card present and powered.
+        let s = ReaderState { reader_id: 100, name: b"R".to_vec(), state: (3 << 16) | card_state::PRESENT | card_state::POWERED, ..Default::default() };
+        // The counter SCardStatus returned: no change.
+        let mut q = [ReaderStateQuery::new("R", (3 << 16) | rs::PRESENT)];
+        assert!(!evaluate(&mut q, std::slice::from_ref(&s), RsLayout::A, 1, None));
+        assert_eq!(q[0].event_state, (3 << 16) | rs::PRESENT);
+        // The card was swapped meanwhile (counter moved on, state the same): changed.
+        let mut q = [ReaderStateQuery::new("R", (2 << 16) | rs::PRESENT)];
+        assert!(evaluate(&mut q, std::slice::from_ref(&s), RsLayout::A, 1, None));
+        assert_eq!(q[0].event_state, (3 << 16) | rs::PRESENT | rs::CHANGED);
     }
 
     #[test]

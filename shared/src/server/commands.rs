@@ -387,8 +387,9 @@ impl<B: Backend> Conn<'_, B> {
 
     fn readers_state(&mut self) -> Result<(), End> {
         let states = self.fetch_states();
+        let v = self.dialect();
         self.out.clear();
-        states::emit_fixed(&mut self.out, &states, self.dialect());
+        states::emit_fixed(&mut self.out, &states, v);
         self.hold();
         self.flush()
     }
@@ -407,7 +408,7 @@ impl<B: Backend> Conn<'_, B> {
         };
         match v.wait_reply() {
             WaitReply::Nothing => {
-                let stale = v.wait_has_body() && self.last_fetch_gen.map_or(false, |g| g != self.shared.backend.generation());
+                let stale = v.wait_has_body() && matches!(self.last_fetch_gen, Some(g) if g != self.shared.backend.generation());
                 if stale {
                     self.me.notify_now();
                 } else {

@@ -22,7 +22,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::consts::{disposition, MAX_BUFFER_SIZE, MAX_BUFFER_SIZE_EXTENDED};
+use crate::consts::{disposition, MAX_BUFFER_SIZE_EXTENDED};
 use crate::error::Rv;
 use crate::wire::header::{Command, Header};
 use crate::wire::msg::*;
@@ -125,7 +125,7 @@ pub(crate) struct Conn<'a, B: Backend> {
 /// Serves `stream` until the connection ends.
 pub(crate) fn run<B: Backend>(shared: &Shared<B>, stream: UnixStream) {
     let id = shared.registry.next_id();
-    let (me, wake_rx) = match ConnShared::new(id) {
+    let (me, wake_rx) = match ConnShared::new(id, stream.try_clone().ok()) {
         Ok(x) => x,
         Err(e) => {
             tracing::warn!(error = %e, "cannot set up a connection");
@@ -214,8 +214,8 @@ impl<B: Backend> Conn<'_, B> {
                     Some(t) => {
                         let now = Instant::now();
                         if t > now {
-                            let d = t - now;
-                            (d.as_millis() as i32).saturating_add(i32::from(d.subsec_nanos() % 1_000_000 != 0))
+                            // Rounded up: never wake before the hold ends.
+                            ((t - now).as_nanos().div_ceil(1_000_000)).min(i32::MAX as u128) as i32
                         } else {
                             0
                         }
@@ -230,7 +230,7 @@ impl<B: Backend> Conn<'_, B> {
             if input {
                 return Ok(());
             }
-            if pending && self.hold_until.map_or(true, |t| Instant::now() >= t) {
+            if pending && !matches!(self.hold_until, Some(t) if Instant::now() < t) {
                 self.hold_until = None;
                 if let Some(rv) = self.me.take_pending() {
                     tracing::trace!(conn = self.me.id, ?rv, "notification");
@@ -381,6 +381,5 @@ mod tests {
         t[12..16].copy_from_slice(&65549u32.to_ne_bytes());
         assert!(matches!(trailing_len(Command::TRANSMIT, &t), Err(WireError::BadLength { .. })));
         assert_eq!(trailing_len(Command::BEGIN_TRANSACTION, &t), Ok(0));
-        assert_eq!(MAX_BUFFER_SIZE, 264);
     }
 }

@@ -200,7 +200,8 @@ impl World {
         }
     }
 
-    /// Checks a handle: removed card, reset since last seen (reported once).
+    /// Checks a handle: removed card, or reset by another handle since this one
+    /// connected or reconnected.
     fn check(&mut self, card: CardRef, session: SessionId) -> Result<(usize, u64), Rv> {
         let h = self.handles.get(&card.0).cloned().ok_or(Rv::E_INVALID_HANDLE)?;
         if h.session != session {
@@ -213,10 +214,8 @@ impl World {
         if h.share_mode != share::DIRECT && (!present || insertion != h.insertion) {
             return Err(Rv::W_REMOVED_CARD);
         }
+        // As pcscd: sticky until this handle reconnects.
         if resets != h.resets_seen {
-            if let Some(hm) = self.handles.get_mut(&card.0) {
-                hm.resets_seen = resets;
-            }
             return Err(Rv::W_RESET_CARD);
         }
         Ok((h.reader, card.0))
@@ -369,7 +368,7 @@ impl Backend for MockBackend {
             return Err(Rv::E_INVALID_HANDLE.into());
         }
         let others = w.handles.iter().filter(|(k, o)| o.reader == h.reader && **k != card.0).count();
-        let other_exclusive = w.handles.iter().any(|(k, o)| o.reader == h.reader && **k != card.0 && o.share_mode == share::EXCLUSIVE);
+        let other_exclusive = w.handles.iter().any(|(k, o)| o.reader == h.reader && *k != card.0 && o.share_mode == share::EXCLUSIVE);
         if other_exclusive || (share_mode == share::EXCLUSIVE && others > 0) || w.locked_by_other(h.reader, card.0) {
             return Err(Rv::E_SHARING_VIOLATION.into());
         }
@@ -577,8 +576,10 @@ mod tests {
         assert_eq!(m.transmit(s2, b, (2, 16), &SELECT_TEST_AID, (2, 16), &mut buf).rv, Rv::E_SHARING_VIOLATION);
         assert_eq!(m.transmit(s1, a, (2, 16), &SELECT_TEST_AID, (2, 16), &mut buf).len, 2);
         m.end_transaction(s1, a, disp::RESET).unwrap();
-        // b learns of the reset once.
+        // b sees the reset until it reconnects.
         assert_eq!(m.status(s2, b).unwrap_err(), Rv::W_RESET_CARD);
+        assert_eq!(m.status(s2, b).unwrap_err(), Rv::W_RESET_CARD);
+        m.reconnect(s2, b, share::SHARED, protocol::ANY, disp::LEAVE).unwrap();
         assert!(m.status(s2, b).is_ok());
         assert!(m.status(s1, a).is_ok());
         m.remove_card("Mock Reader 00 00");

@@ -102,9 +102,11 @@ impl<B: Backend> Server<B> {
         let shared = Arc::new(Shared { backend, cfg, registry: Registry::default(), capacity: Capacity::default() });
         let weak = Arc::downgrade(&shared);
         let backend = shared.backend.clone();
+        // Read here, not in the thread: a change before the thread runs must count.
+        let start = backend.generation();
         std::thread::Builder::new()
             .name("pcsc-notifier".into())
-            .spawn(move || notifier(backend, weak))
+            .spawn(move || notifier(backend, weak, start))
             .expect("spawn the notifier thread");
         Server { shared }
     }
@@ -123,6 +125,12 @@ impl<B: Backend> Server<B> {
         connection::run(&self.shared, stream);
     }
 
+    /// Closes every client connection (their contexts are released as if the
+    /// clients had left). New connections are still served.
+    pub fn disconnect_all(&self) {
+        self.shared.registry.hang_up_all();
+    }
+
     /// Connections being served now.
     pub fn connection_count(&self) -> usize {
         self.shared.registry.connection_count()
@@ -130,8 +138,7 @@ impl<B: Backend> Server<B> {
 }
 
 /// Waits for backend changes and notifies the registered connections.
-fn notifier<B: Backend>(backend: Arc<B>, server: Weak<Shared<B>>) {
-    let mut last = backend.generation();
+fn notifier<B: Backend>(backend: Arc<B>, server: Weak<Shared<B>>, mut last: u64) {
     loop {
         let g = backend.wait_change(last, Duration::from_millis(200));
         let Some(shared) = server.upgrade() else { return };

@@ -34,15 +34,26 @@ pub struct ConnShared {
     pub id: ConnId,
     events: Mutex<EventState>,
     wake_tx: UnixStream,
+    /// The client socket, only to shut it down from outside.
+    client: Option<UnixStream>,
 }
 
 impl ConnShared {
     /// A new connection record and the read end of its wake-up channel.
-    pub fn new(id: ConnId) -> std::io::Result<(Arc<ConnShared>, UnixStream)> {
+    pub fn new(id: ConnId, client: Option<UnixStream>) -> std::io::Result<(Arc<ConnShared>, UnixStream)> {
         let (tx, rx) = UnixStream::pair()?;
         tx.set_nonblocking(true)?;
         rx.set_nonblocking(true)?;
-        Ok((Arc::new(ConnShared { id, events: Mutex::new(EventState::default()), wake_tx: tx }), rx))
+        Ok((Arc::new(ConnShared { id, events: Mutex::new(EventState::default()), wake_tx: tx, client }), rx))
+    }
+
+    /// Shuts the client socket down: the connection's thread sees EOF and
+    /// cleans up as if the client had left.
+    pub fn hang_up(&self) {
+        if let Some(c) = &self.client {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+        self.wake();
     }
 
     fn events(&self) -> MutexGuard<'_, EventState> {
@@ -109,6 +120,7 @@ impl ConnShared {
         self.events().pending.take()
     }
 
+    #[cfg(test)]
     pub fn is_registered(&self) -> bool {
         self.events().registered
     }
@@ -234,6 +246,14 @@ impl Registry {
         conns.iter().filter(|c| c.notify(Rv::SUCCESS)).count()
     }
 
+    /// Hangs up every connection.
+    pub fn hang_up_all(&self) {
+        let conns: Vec<Arc<ConnShared>> = self.tables().conns.values().cloned().collect();
+        for c in conns {
+            c.hang_up();
+        }
+    }
+
     /// `SCARD_CANCEL` of `h_context`: the waiting connection (if any) gets
     /// `{0, SCARD_E_CANCELLED}`; the canceller gets 0 when the context exists
     /// (2.0.1+ semantics), `SCARD_E_INVALID_HANDLE` otherwise.
@@ -269,7 +289,7 @@ mod tests {
 
     #[test]
     fn registration_is_one_shot_and_stop_answers_once() {
-        let (c, rx) = ConnShared::new(1).unwrap();
+        let (c, rx) = ConnShared::new(1, None).unwrap();
         assert!(!c.notify(Rv::SUCCESS));
         assert!(c.register());
         assert!(c.notify(Rv::SUCCESS));
@@ -286,7 +306,7 @@ mod tests {
     #[test]
     fn cancel_finds_the_context() {
         let r = Registry::default();
-        let (c, _rx) = ConnShared::new(r.next_id()).unwrap();
+        let (c, _rx) = ConnShared::new(r.next_id(), None).unwrap();
         r.add(c.clone());
         let h = r.new_context(c.id, None);
         assert_eq!(r.cancel(h ^ 1), Rv::E_INVALID_HANDLE);
