@@ -6,15 +6,21 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SECS=${1:-20}
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet
-cd "$ROOT/shared"
 export RUSTC_BOOTSTRAP=1
 status=0
-for t in $(cargo fuzz list); do
-    echo "fuzz: $t for ${SECS}s"
-    if cargo fuzz run "$t" -- -max_total_time="$SECS" >"fuzz/$t.log" 2>&1; then
-        echo "fuzz: $t ok ($(grep -o 'Done [0-9]* runs' "fuzz/$t.log" | tail -1))"
-    else
-        echo "fuzz: $t FAILED"; tail -30 "fuzz/$t.log"; status=1
-    fi
+for crate in shared usbpass; do
+    cd "$ROOT/$crate"
+    for t in $(cargo fuzz list); do
+        # Seed inputs, where the crate ships them, as a second corpus folder.
+        seeds=()
+        [ -d "fuzz/seeds/$t" ] && seeds=("fuzz/seeds/$t")
+        mkdir -p "fuzz/corpus/$t"
+        echo "fuzz: $crate/$t for ${SECS}s"
+        if cargo fuzz run "$t" "fuzz/corpus/$t" "${seeds[@]}" -- -max_total_time="$SECS" >"fuzz/$t.log" 2>&1; then
+            echo "fuzz: $crate/$t ok ($(grep -o 'Done [0-9]* runs' "fuzz/$t.log" | tail -1))"
+        else
+            echo "fuzz: $crate/$t FAILED"; tail -30 "fuzz/$t.log"; status=1
+        fi
+    done
 done
 exit $status

@@ -37,8 +37,10 @@ export PCSC_BRIDGE_LIB=$LIB
 step "cargo test" cargo test --workspace --release -- --test-threads=2
 step "exported symbols and glibc floor" env GLIBC_FLOOR=2.17 scripts/check-symbols.sh "$LIB"
 step "version matrix" scripts/matrix.sh --lib "$LIB"
+step "proxy: host pcscd restart under a sandboxed client" scripts/proxy-restart-test.sh
 step "real Flatpak" scripts/flatpak-test.sh --glibc-floor
-step "fuzz (bounded)" scripts/fuzz.sh 20
+step "benchmarks (quick; informative, never fail on a ratio)" sh -c 'scripts/bench.sh --quick --lib "$PCSC_BRIDGE_LIB" && scripts/bench-proxy.sh --quick'
+step "fuzz (bounded)" scripts/fuzz.sh 15
 
 echo
 [ ${#failures[@]} -eq 0 ] || echo "failed steps: ${failures[*]}"

@@ -2,7 +2,8 @@
 """One cell of the version matrix (scripts/matrix.sh), run inside a suite sandbox.
 
     /usr/bin/python3 cell.py [--reader NAME] [--atr HEX] [--expect-lib PATH | --expect-native]
-                             [--no-events] [--timeout SECONDS]
+                             [--no-events] [--cancel] [--timeout SECONDS]
+    /usr/bin/python3 cell.py --repl [--reader NAME]
 
 Uses pyscard's low-level smartcard.scard API so that the PC/SC return codes are visible.
 Checks, in this order:
@@ -11,6 +12,10 @@ Checks, in this order:
   (c) an APDU round trip: SCardTransmit of SELECT of the AID ends with 90 00
   (d) events: the harness removes then inserts the card; SCardGetStatusChange returns with
       EMPTY, then with PRESENT.
+  (e) with --cancel: while SCardGetStatusChange waits with an INFINITE timeout, a second
+      thread calls SCardCancel on the context (again every 0.5 s, in case the first call came
+      before the wait began); the wait must return SCARD_E_CANCELLED (0x80100002) and the
+      context must still work (SCardListReaders).
 It also checks that the library the route should have loaded is really mapped in the process
 (--expect-lib), or that no /app library is (--expect-native).
 
@@ -20,6 +25,21 @@ Protocol with the harness, on stdout, one line each, flushed:
   "@PASS"          all checks passed
   "@FAIL <why>"    the first failed check, e.g. "SCardEstablishContext: 0x8010001E"
 Diagnostics go to stderr. Exit status 0 on PASS, 1 on FAIL.
+
+--repl: a scripted client for harnesses that drive one process through several steps (the
+proxy sharing check of matrix.sh, scripts/proxy-restart-test.sh). It reads commands from stdin,
+one per line, and answers each with one line "@= VERB RV [DETAIL]" (RV as 0x%08X):
+  establish C            SCardEstablishContext into slot C
+  list C                 SCardListReaders; DETAIL: the readers joined by "|"
+  connect C H MODE       SCardConnect to --reader (else the first reader) with MODE shared or
+                         exclusive, card handle into slot H
+  transmit H             SCardTransmit of SELECT of the AID; DETAIL: SW1SW2
+  disconnect H           SCardDisconnect(LEAVE)
+  release C              SCardReleaseContext
+  cancel C               the --cancel check (e) on context C; RV: what the wait returned
+  pid                    RV 0, DETAIL: this process's pid and the id() of the scard module
+  quit                   exit 0 (no answer; so does the end of stdin)
+Errors of the harness's own making (unknown slot or verb) answer "@= VERB ERR why".
 """
 
 import sys
@@ -81,6 +101,8 @@ def parse(argv):
     p.add_argument("--expect-lib")
     p.add_argument("--expect-native", action="store_true")
     p.add_argument("--no-events", action="store_true")
+    p.add_argument("--cancel", action="store_true")
+    p.add_argument("--repl", action="store_true")
     p.add_argument("--timeout", type=float, default=10.0)
     return p.parse_args(argv)
 
@@ -166,18 +188,137 @@ def run_ctx(S, ctx, args):
         S.SCardDisconnect(card, S.SCARD_LEAVE_CARD)
 
     # (d) removal and insertion events
-    if args.no_events:
-        return
-    cur = ev & ~S.SCARD_STATE_CHANGED
-    say("@remove")
-    ev = wait_state(S, ctx, reader, cur, S.SCARD_STATE_EMPTY, "EMPTY", args.timeout)
-    say("@insert")
-    wait_state(S, ctx, reader, ev & ~S.SCARD_STATE_CHANGED, S.SCARD_STATE_PRESENT, "PRESENT",
-               args.timeout)
+    if not args.no_events:
+        cur = ev & ~S.SCARD_STATE_CHANGED
+        say("@remove")
+        ev = wait_state(S, ctx, reader, cur, S.SCARD_STATE_EMPTY, "EMPTY", args.timeout)
+        say("@insert")
+        wait_state(S, ctx, reader, ev & ~S.SCARD_STATE_CHANGED, S.SCARD_STATE_PRESENT, "PRESENT",
+                   args.timeout)
+
+    # (e) SCardCancel of an INFINITE wait
+    if args.cancel:
+        hr = cancel_check(S, ctx, reader, args.timeout)
+        if hr != S.SCARD_E_CANCELLED:
+            raise Fail("SCardCancel: the INFINITE wait returned %s, expected 0x80100002" % code(hr))
+        hr, readers = S.SCardListReaders(ctx, [])
+        if hr != S.SCARD_S_SUCCESS or reader not in readers:
+            raise Fail("SCardListReaders after SCardCancel: %s %r" % (code(hr), readers))
+
+
+def cancel_check(S, ctx, reader, timeout):
+    """Waits INFINITE on READER's current state while another thread cancels; returns the
+    wait's result (None if the wait did not end within TIMEOUT after the first cancel)."""
+    import threading
+    hr, st = S.SCardGetStatusChange(ctx, 0, [(reader, S.SCARD_STATE_UNAWARE)])
+    if hr != S.SCARD_S_SUCCESS:
+        raise Fail("SCardGetStatusChange(unaware, before cancel): %s" % code(hr))
+    cur = st[0][1] & ~S.SCARD_STATE_CHANGED
+    done = threading.Event()
+    calls = []
+
+    def canceller():
+        # the first call after the wait has surely begun; again in case it came too early
+        # (pcsc-lite ignores a cancel that finds no wait), until the wait ends
+        time.sleep(0.3)
+        while not done.is_set() and len(calls) < timeout * 2:
+            calls.append(S.SCardCancel(ctx))
+            done.wait(0.5)
+
+    t = threading.Thread(target=canceller, daemon=True)
+    t.start()
+    result = []
+
+    def waiter():
+        result.append(S.SCardGetStatusChange(ctx, S.INFINITE, [(reader, cur)])[0])
+
+    w = threading.Thread(target=waiter, daemon=True)
+    w.start()
+    w.join(timeout + 1)
+    done.set()
+    t.join(1)
+    log("SCardCancel calls: %s" % ", ".join(code(c) for c in calls))
+    if not result:
+        raise Fail("SCardCancel: the INFINITE wait did not return (%d cancel calls: %s)"
+                   % (len(calls), ", ".join(code(c) for c in calls[:3])))
+    if calls and calls[0] != S.SCARD_S_SUCCESS:
+        raise Fail("SCardCancel returned %s" % code(calls[0]))
+    return result[0]
+
+
+def repl(args):
+    """The --repl mode (see the module doc)."""
+    try:
+        from smartcard import scard as S
+    except Exception as e:  # noqa: BLE001
+        say("@= import ERR %s" % str(e).splitlines()[0])
+        return 1
+    ctxs, cards = {}, {}
+    for line in sys.stdin:
+        w = line.split()
+        if not w:
+            continue
+        verb = w[0]
+        try:
+            if verb == "quit":
+                return 0
+            if verb == "pid":
+                import os
+                say("@= pid 0x00000000 %d %x" % (os.getpid(), id(S)))
+            elif verb == "establish":
+                hr, c = S.SCardEstablishContext(S.SCARD_SCOPE_USER)
+                if hr == S.SCARD_S_SUCCESS:
+                    ctxs[w[1]] = c
+                say("@= establish %s" % code(hr))
+            elif verb == "list":
+                hr, readers = S.SCardListReaders(ctxs[w[1]], [])
+                say("@= list %s %s" % (code(hr), "|".join(readers or [])))
+            elif verb == "connect":
+                ctx = ctxs[w[1]]
+                mode = {"shared": S.SCARD_SHARE_SHARED, "exclusive": S.SCARD_SHARE_EXCLUSIVE}[w[3]]
+                reader = args.reader
+                if not reader:
+                    hr, readers = S.SCardListReaders(ctx, [])
+                    if hr != S.SCARD_S_SUCCESS or not readers:
+                        say("@= connect %s no reader" % code(hr))
+                        continue
+                    reader = readers[0]
+                hr, card, proto = S.SCardConnect(ctx, reader, mode,
+                                                 S.SCARD_PROTOCOL_T0 | S.SCARD_PROTOCOL_T1)
+                if hr == S.SCARD_S_SUCCESS:
+                    cards[w[2]] = (card, proto)
+                say("@= connect %s" % code(hr))
+            elif verb == "transmit":
+                card, proto = cards[w[1]]
+                pci = S.SCARD_PCI_T1 if proto == S.SCARD_PROTOCOL_T1 else S.SCARD_PCI_T0
+                hr, resp = S.SCardTransmit(card, pci, SELECT)
+                sw = bytes(list(resp)[-2:]).hex().upper() if hr == S.SCARD_S_SUCCESS else "-"
+                say("@= transmit %s %s" % (code(hr), sw))
+            elif verb == "disconnect":
+                card, _ = cards.pop(w[1])
+                say("@= disconnect %s" % code(S.SCardDisconnect(card, S.SCARD_LEAVE_CARD)))
+            elif verb == "release":
+                say("@= release %s" % code(S.SCardReleaseContext(ctxs.pop(w[1]))))
+            elif verb == "cancel":
+                ctx = ctxs[w[1]]
+                reader = args.reader
+                if not reader:
+                    hr, readers = S.SCardListReaders(ctx, [])
+                    reader = readers[0] if readers else ""
+                say("@= cancel %s" % code(cancel_check(S, ctx, reader, args.timeout)))
+            else:
+                say("@= %s ERR unknown verb" % verb)
+        except (KeyError, IndexError) as e:
+            say("@= %s ERR bad slot or argument %s" % (verb, e))
+        except Fail as e:
+            say("@= %s ERR %s" % (verb, e))
+    return 0
 
 
 def main():
     args = parse(sys.argv[1:])
+    if args.repl:
+        return repl(args)
     try:
         run(args)
     except Fail as e:

@@ -63,13 +63,20 @@ pub enum WaitOutcome {
 pub struct Conn {
     stream: UnixStream,
     buf: Vec<u8>,
+    /// Received bytes not consumed yet: a reply's struct and data arrive in one
+    /// `recv`, and so do pipelined replies.
+    rbuf: Vec<u8>,
+    rpos: usize,
 }
+
+/// Size of the receive buffer; larger reads go straight to their destination.
+const RBUF: usize = 4096;
 
 impl Conn {
     /// Connects (close-on-exec, as std does by default).
     pub fn connect(path: &Path) -> Result<Conn, TransportError> {
         match UnixStream::connect(path) {
-            Ok(stream) => Ok(Conn { stream, buf: Vec::with_capacity(512) }),
+            Ok(stream) => Ok(Conn { stream, buf: Vec::with_capacity(512), rbuf: Vec::new(), rpos: 0 }),
             Err(_) => Err(TransportError::Unreachable),
         }
     }
@@ -111,21 +118,46 @@ impl Conn {
     pub fn read_exact(&mut self, out: &mut [u8]) -> Result<(), TransportError> {
         let mut got = 0;
         while got < out.len() {
-            // SAFETY: the destination range is inside `out`.
-            let n = unsafe { libc::recv(self.fd(), out[got..].as_mut_ptr().cast(), out.len() - got, 0) };
-            if n == 0 {
-                return Err(TransportError::Closed);
+            if self.rpos < self.rbuf.len() {
+                let n = (out.len() - got).min(self.rbuf.len() - self.rpos);
+                out[got..got + n].copy_from_slice(&self.rbuf[self.rpos..self.rpos + n]);
+                self.rpos += n;
+                got += n;
+                continue;
             }
-            if n < 0 {
+            let direct = out.len() - got >= RBUF;
+            if !direct {
+                self.rbuf.resize(RBUF, 0);
+                self.rpos = 0;
+            }
+            let dst: &mut [u8] = if direct { &mut out[got..] } else { &mut self.rbuf[..] };
+            // SAFETY: the destination range is a valid mutable slice.
+            let n = unsafe { libc::recv(self.stream.as_raw_fd(), dst.as_mut_ptr().cast(), dst.len(), 0) };
+            if n <= 0 {
+                if !direct {
+                    self.rbuf.clear();
+                }
+                if n == 0 {
+                    return Err(TransportError::Closed);
+                }
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
                 return Err(TransportError::from_io(&e));
             }
-            got += n as usize;
+            if direct {
+                got += n as usize;
+            } else {
+                self.rbuf.truncate(n as usize);
+            }
         }
         Ok(())
+    }
+
+    /// Whether received bytes are waiting in the buffer.
+    pub fn has_buffered(&self) -> bool {
+        self.rpos < self.rbuf.len()
     }
 
     pub fn read_vec(&mut self, n: usize) -> Result<Vec<u8>, TransportError> {
@@ -148,6 +180,9 @@ impl Conn {
     /// Waits until the connection is readable (or closed), the deadline passes, or
     /// `cancel_fd` becomes readable.
     pub fn wait_readable(&self, deadline: Option<Instant>, cancel_fd: Option<RawFd>) -> Result<WaitOutcome, TransportError> {
+        if self.has_buffered() {
+            return Ok(WaitOutcome::Readable);
+        }
         loop {
             let timeout_ms: i32 = match deadline {
                 None => -1,

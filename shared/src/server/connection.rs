@@ -98,6 +98,9 @@ pub(crate) fn trailing_len(command: Command, body: &[u8]) -> Result<usize, WireE
 }
 
 /// The state of one connection, owned by its thread.
+/// Size of the receive buffer.
+const INBUF: usize = 4096;
+
 pub(crate) struct Conn<'a, B: Backend> {
     pub(crate) shared: &'a Shared<B>,
     pub(crate) me: Arc<ConnShared>,
@@ -120,6 +123,10 @@ pub(crate) struct Conn<'a, B: Backend> {
     data: Vec<u8>,
     pub(crate) out: Vec<u8>,
     pub(crate) recv: Vec<u8>,
+    /// Bytes received but not consumed yet (one `recv` takes a whole request,
+    /// and whatever else the client already sent).
+    inbuf: Vec<u8>,
+    inpos: usize,
 }
 
 /// Serves `stream` until the connection ends.
@@ -149,6 +156,8 @@ pub(crate) fn run<B: Backend>(shared: &Shared<B>, stream: UnixStream) {
         data: Vec::new(),
         out: Vec::with_capacity(4096),
         recv: Vec::new(),
+        inbuf: Vec::with_capacity(INBUF),
+        inpos: 0,
     };
     let end = conn.serve();
     match end {
@@ -223,6 +232,16 @@ impl<B: Backend> Conn<'_, B> {
                     None => 0,
                 }
             };
+            if self.inpos < self.inbuf.len() {
+                // A request is already buffered: serve it first.
+                return Ok(());
+            }
+            if !pending && !self.me.is_registered() {
+                // Nothing can become pending for an unregistered connection
+                // (only its own WAIT registers it; hang-ups show as EOF): read
+                // the next request straight away, without a poll.
+                return Ok(());
+            }
             let (input, woken) = self.poll(timeout_ms)?;
             if woken {
                 ConnShared::drain(&self.wake_rx);
@@ -263,11 +282,43 @@ impl<B: Backend> Conn<'_, B> {
     }
 
     fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), End> {
-        match self.stream.read_exact(buf) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(End::Closed),
-            Err(e) => Err(End::Io(e.kind())),
+        let mut got = 0;
+        while got < buf.len() {
+            if self.inpos < self.inbuf.len() {
+                let n = (buf.len() - got).min(self.inbuf.len() - self.inpos);
+                buf[got..got + n].copy_from_slice(&self.inbuf[self.inpos..self.inpos + n]);
+                self.inpos += n;
+                got += n;
+                continue;
+            }
+            let want = buf.len() - got;
+            if want >= INBUF {
+                // Large data: straight into the destination.
+                match self.stream.read(&mut buf[got..]) {
+                    Ok(0) => return Err(End::Closed),
+                    Ok(n) => got += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(End::Io(e.kind())),
+                }
+                continue;
+            }
+            self.inbuf.resize(INBUF, 0);
+            self.inpos = 0;
+            match self.stream.read(&mut self.inbuf) {
+                Ok(0) => {
+                    self.inbuf.clear();
+                    return Err(End::Closed);
+                }
+                Ok(n) => self.inbuf.truncate(n),
+                Err(e) => {
+                    self.inbuf.clear();
+                    if e.kind() != io::ErrorKind::Interrupted {
+                        return Err(End::Io(e.kind()));
+                    }
+                }
+            }
         }
+        Ok(())
     }
 
     /// Writes `self.out` (whole, `MSG_NOSIGNAL`: a vanished client is an error

@@ -120,7 +120,6 @@ impl ConnShared {
         self.events().pending.take()
     }
 
-    #[cfg(test)]
     pub fn is_registered(&self) -> bool {
         self.events().registered
     }

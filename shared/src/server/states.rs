@@ -4,6 +4,8 @@
 //!   the dialect's layout (156-byte records for 4:0 and 4:2/RN 100, 184 bytes
 //!   otherwise); readers beyond slot 16 are invisible, as with every pcscd.
 //!   Unused slots carry `cardAtrLength` = 34 ("not initialised"), as 1.x did.
+//!   4:0 records carry the card event counter in the high 16 bits of
+//!   `readerState` (they have no `eventCounter` field).
 //! * 4:6 `CMD_GET_READERS_STATE_SIZE`/`_ARRAY`: N 184-byte records, N being the
 //!   server's slot capacity. The capacity starts at 16 and only grows (in steps
 //!   of 2, as 2.5's), because the 2.5 client fails when it shrinks (§4.3).
@@ -20,16 +22,27 @@ pub fn emit_fixed(out: &mut Vec<u8>, states: &[ReaderState], version: Version) {
     let layout = version.rs_layout();
     let n = states.len().min(MAX_READERS_CONTEXTS);
     if layout == RsLayout::A {
-        // 4:0 marks used slots by readerID (slot index + 100).
+        // 4:0 marks used slots by readerID (slot index + 100), and has no
+        // eventCounter field: 1.6.0-1.6.4 keep the card event counter in the
+        // high 16 bits of readerState, where their clients look for it.
         let with_ids: Vec<ReaderState> = states[..n]
             .iter()
             .enumerate()
-            .map(|(i, s)| ReaderState { reader_id: 100 + i as u32, ..s.clone() })
+            .map(|(i, s)| ReaderState { reader_id: 100 + i as u32, state: state_40(s), event_counter: 0, ..s.clone() })
             .collect();
         emit_array(out, &with_ids, MAX_READERS_CONTEXTS, layout, READER_NOT_INITIALIZED);
     } else {
         emit_array(out, &states[..n], MAX_READERS_CONTEXTS, layout, READER_NOT_INITIALIZED);
     }
+}
+
+/// The 4:0 `readerState`: the state flags in the low 16 bits, the card event
+/// counter in the high 16. A backend state that already carries a counter in
+/// its high bits (a record read from a 4:0 daemon, whose `event_counter` is 0)
+/// keeps it.
+fn state_40(s: &ReaderState) -> u32 {
+    let counter = if s.event_counter != 0 { s.event_counter & 0xFFFF } else { s.state >> 16 };
+    (counter << 16) | (s.state & 0xFFFF)
 }
 
 /// Appends exactly `slots` 184-byte records (4:6 `CMD_GET_READERS_STATE_ARRAY`).
@@ -86,6 +99,36 @@ mod tests {
         let mut b = Vec::new();
         emit_fixed(&mut b, &many, Version::V4_5);
         assert_eq!(b.len(), 2944);
+    }
+
+    #[test]
+    fn layout_a_counter_in_the_high_bits_of_the_state() {
+        let mut a = ReaderState { event_counter: 7, state: 0x34, ..reader("A") };
+        let b = ReaderState { event_counter: 0x1_0002, state: 0x12, ..reader("B") };
+        let mut out = Vec::new();
+        emit_fixed(&mut out, &[a.clone(), b.clone()], Version::V4_0);
+        // readerState sits after readerID (4) and the 100-byte name.
+        assert_eq!(&out[104..108], &((7u32 << 16) | 0x34).to_le_bytes());
+        assert_eq!(&out[156 + 104..156 + 108], &((2u32 << 16) | 0x12).to_le_bytes());
+        let back = parse_array(&out, RsLayout::A).unwrap();
+        assert_eq!(back[0].state, 0x0007_0034);
+        assert_eq!(back[0].event_counter, 0);
+        assert_eq!(back[1].state >> 16, 2);
+        // What a 4:0 client computes from it (our engine, as 1.6.x does).
+        assert_eq!((back[0].state & 0xFFFF, back[0].state >> 16), (0x34, 7));
+        // A state that already carries its counter (read from a 4:0 daemon) keeps it.
+        a.event_counter = 0;
+        a.state = (9 << 16) | 0x34;
+        let mut out = Vec::new();
+        emit_fixed(&mut out, &[a], Version::V4_0);
+        assert_eq!(&out[104..108], &((9u32 << 16) | 0x34).to_le_bytes());
+        // Other layouts are unchanged: the counter in its own field, the state as is.
+        for v in [Version::V4_2Rn100, Version::V4_2, Version::V4_4] {
+            let mut out = Vec::new();
+            emit_fixed(&mut out, &[b.clone()], v);
+            let back = parse_array(&out, v.rs_layout()).unwrap();
+            assert_eq!((back[0].state, back[0].event_counter), (0x12, 0x1_0002), "{v}");
+        }
     }
 
     #[test]

@@ -26,6 +26,8 @@ fn record(layout: char, id: u32, name: &str, counter: u32, state: u32, sharing: 
     if layout != 'A' {
         v.extend(counter.to_ne_bytes());
     }
+    // 4:0 has no eventCounter field: the counter is the high 16 bits of readerState.
+    let state = if layout == 'A' { (counter << 16) | state } else { state };
     v.extend(state.to_ne_bytes());
     v.extend(sharing.to_ne_bytes());
     let mut a = atr.to_vec();
