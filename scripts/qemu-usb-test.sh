@@ -1,0 +1,918 @@
+#!/usr/bin/env bash
+# qemu-usb-test.sh: end-to-end test of the USB CCID path (issue 5) in a QEMU guest.
+#
+#   qemu-usb-test.sh [--quick] [--phases LIST] [--no-build] [--rebuild] [--timeout SEC] [--keep]
+#
+# The guest gets QEMU's emulated reader (`-device qemu-xhci -device usb-ccid,serial=PCSCBRIDGE01
+# -device ccid-card-passthru,chardev=ccid`), software emulation only (`-accel tcg`; /dev/kvm here
+# cannot run a guest). The card behind the reader is the project's virtual card, `vscard`
+# (tests/src/bin/vscard.rs), on the host: QEMU connects to its Unix socket and speaks the VSCard
+# protocol; vscard logs every APDU it gets (full hex) so we can assert on what the driver sent.
+# The guest's second serial port (/dev/ttyS1) is connected to vscard's control socket, so the
+# guest script removes/inserts the card and marks sections of the APDU log itself.
+#
+# Phases (one boot, run in order; the reader gets a USB port reset between them):
+#   ref      the reference stack: Debian bookworm's pcscd 1.9.9 -f + libccid 1.5.2 (no udev)
+#   usbpass  `usbpass serve --listen /run/pcscd/pcscd.comm` instead of pcscd
+# Each phase runs the same cases: stock `pcsc_scan -r`, `opensc-tool -a`, `opensc-tool -s SELECT`,
+# and a pyscard script (list, status, connect, ATR, attributes, features, SELECT, READ BINARY,
+# echo, 61xx + GET RESPONSE, transaction + VERIFY, card removal, insertion, reconnect, and the
+# "64-byte answer" quirk: an echo whose reader answer is exactly 64 bytes, then another command).
+# Reference results are informational (`reference: ...` lines); usbpass cases must pass, and where
+# the result is a value (reader name, attributes, features) or an APDU trace, must equal the
+# reference's. The last line is `usbpass e2e: N passed, M failed`; exit 1 if M > 0 (2: setup).
+#
+# The reference stack here (QEMU 7.2, pcscd 1.9.9, libccid 1.5.2) passes everything but the 64-byte
+# quirk: after a DataBlock of exactly 64 bytes (the 52-byte echo), the next command's bulk-IN read
+# returns 0 bytes (the zero-length packet ending the previous transfer), libccid logs "Not enough
+# data received: 0 bytes" and the transmit fails with SCARD_E_NOT_TRANSACTED (py_quirk64); the real
+# answer stays queued and, as libccid does not check bSeq, is handed to the next command, so every
+# later answer is one behind (py_after_quirk). A driver that skips empty reads and matches bSeq
+# passes both.
+#
+#   --quick        only the usbpass phase, compared with the reference results cached by the last
+#                  full run (CACHE/reference.txt)
+#   --phases LIST  e.g. ref, or ref,usbpass (the default)
+#   --no-build     do not run cargo; use the binaries in target/
+#   --rebuild      rebuild the cached guest kernel and root
+#   --timeout SEC  host-side limit for the guest (default 240; the guest's own watchdog fires
+#                  15 s earlier)
+#   --keep         keep the run folder's big files (initrd) too
+#
+# Cache (CACHE = $PCSC_BRIDGE_QEMU_CACHE, default /var/cache/pcsc-bridge/qemu): the guest kernel
+# (linux-image-6.1.0-NN-amd64 from apt: uncompressed vmlinux, which boots through its PVH entry,
+# and the four USB modules), and a debootstrapped bookworm root with pcscd libccid opensc
+# pcsc-tools python3-pyscard usbutils, trimmed and packed as an uncompressed cpio (faster to boot
+# under TCG than a compressed one). Cold: about 1.5 min; warm runs only build a small second cpio
+# (busybox, modules, scripts, usbpass + the libraries `ldd` lists that the root lacks).
+# Environment: USBPASS (usbpass binary to test), QEMU_TEST_KERNEL (package name),
+# USBPASS_LOG (passed to usbpass in the guest, default debug), CARGO_TARGET_DIR.
+# Logs of a run: /tmp/pcsc-bridge-qemu.XXXXXX (console.log, vscard.log, usb.pcap, report.txt; the
+# last 10 runs are kept).
+# Needs root, network to deb.debian.org for the cold build.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CACHE=${PCSC_BRIDGE_QEMU_CACHE:-/var/cache/pcsc-bridge/qemu}
+MIRROR=${QEMU_TEST_MIRROR:-http://deb.debian.org/debian}
+GUEST_PACKAGES=pcscd,libccid,opensc,pcsc-tools,python3-pyscard,usbutils
+RECIPE=1 # bump when the root's build or trim changes
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+PY=/usr/bin/python3
+SERIAL=PCSCBRIDGE01
+
+PHASES=ref,usbpass BUILD=1 REBUILD=0 TIMEOUT=240 KEEP=0
+T_START=$(date +%s%3N)
+
+secs() { local d=$(($(date +%s%3N) - $1)); printf '%d.%d' $((d / 1000)) $((d % 1000 / 100)); }
+log() { printf '[%5ss] %s\n' "$(secs "$T_START")" "$*" >&2; }
+die() { echo "qemu-usb-test: $*" >&2; exit 2; }
+usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}" >&2; exit 2; }
+
+while [ $# -gt 0 ]; do
+    case $1 in
+        --quick) PHASES=usbpass ;;
+        --phases) PHASES=${2:?}; shift ;;
+        --no-build) BUILD=0 ;;
+        --rebuild) REBUILD=1 ;;
+        --timeout) TIMEOUT=${2:?}; shift ;;
+        --keep) KEEP=1 ;;
+        -h|--help) usage ;;
+        *) echo "qemu-usb-test: unknown argument $1" >&2; usage ;;
+    esac
+    shift
+done
+[[ $PHASES =~ ^(ref|usbpass)(,(ref|usbpass))*$ ]] || die "--phases: ref and/or usbpass, comma-separated"
+[[ $TIMEOUT =~ ^[0-9]+$ ]] && [ "$TIMEOUT" -ge 30 ] || die "--timeout: at least 30 seconds"
+[ "$(id -u)" = 0 ] || die "needs root (apt-get, debootstrap, the cache in /var/cache)"
+
+# ---------------------------------------------------------------------------------------------
+# Host packages
+ensure_host_packages() {
+    local missing=()
+    command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
+    [ -x /bin/busybox ] && file_is_static /bin/busybox || missing+=(busybox-static)
+    command -v cpio >/dev/null || missing+=(cpio)
+    command -v debootstrap >/dev/null || missing+=(debootstrap)
+    [ ${#missing[@]} -eq 0 ] && return
+    log "installing ${missing[*]}"
+    apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}" >&2 \
+        || { apt-get -o DPkg::Lock::Timeout=600 update -qq >&2 &&
+             apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}" >&2; } \
+        || die "apt-get install ${missing[*]} failed"
+    file_is_static /bin/busybox || die "/bin/busybox is not the static busybox (apt-get install busybox-static)"
+}
+
+file_is_static() { ! ldd "$1" >/dev/null 2>&1; }
+
+# ---------------------------------------------------------------------------------------------
+# Cached guest kernel: CACHE/kernel/{vmlinux,modules/*.ko,package}
+ensure_kernel() {
+    local k=$CACHE/kernel
+    if [ "$REBUILD" = 0 ] && [ -s "$k/vmlinux" ] && [ -s "$k/modules/xhci-pci.ko" ]; then
+        return
+    fi
+    local pkg=${QEMU_TEST_KERNEL:-}
+    if [ -z "$pkg" ]; then
+        pkg=$(apt-cache show linux-image-amd64 2>/dev/null |
+            sed -n 's/^Depends: \(linux-image-6\.[^ ,]*-amd64\).*/\1/p' | head -n1)
+        if [ -z "$pkg" ]; then
+            apt-get -o DPkg::Lock::Timeout=600 update -qq >&2 || true
+            pkg=$(apt-cache show linux-image-amd64 2>/dev/null |
+                sed -n 's/^Depends: \(linux-image-6\.[^ ,]*-amd64\).*/\1/p' | head -n1)
+        fi
+    fi
+    [ -n "$pkg" ] || die "cannot find the guest kernel package (set QEMU_TEST_KERNEL=linux-image-6.1.0-NN-amd64)"
+    log "guest kernel: downloading $pkg"
+    local tmp
+    tmp=$(mktemp -d "$CACHE/.kernel.XXXXXX")
+    (cd "$tmp" && apt-get -q -o APT::Sandbox::User=root download "$pkg" >&2) || die "apt-get download $pkg failed"
+    dpkg-deb -x "$tmp"/*.deb "$tmp/x"
+    mkdir -p "$tmp/k/modules"
+    "$PY" - "$tmp"/x/boot/vmlinuz-* "$tmp/k/vmlinux" <<'EOF' || die "cannot extract vmlinux"
+import lzma, sys
+data = open(sys.argv[1], "rb").read()
+start = data.find(b"\xfd7zXZ\x00")
+if start < 0:
+    sys.exit("no xz payload in " + sys.argv[1])
+elf = lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(data[start:])
+if elf[:4] != b"\x7fELF":
+    sys.exit("payload is not an ELF file")
+open(sys.argv[2], "wb").write(elf)
+EOF
+    local m
+    for m in common/usb-common core/usbcore host/xhci-hcd host/xhci-pci; do
+        cp "$tmp"/x/lib/modules/*/kernel/drivers/usb/$m.ko "$tmp/k/modules/" || die "module $m missing in $pkg"
+    done
+    echo "$pkg" >"$tmp/k/package"
+    rm -rf "$k"
+    mv "$tmp/k" "$k"
+    rm -rf "$tmp"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Cached reference root: CACHE/rootfs.cpio (+ rootfs.files, rootfs.info, rootfs.stamp)
+root_stamp() { echo "recipe=$RECIPE packages=$GUEST_PACKAGES mirror=$MIRROR"; }
+
+ensure_root() {
+    if [ "$REBUILD" = 0 ] && [ -s "$CACHE/rootfs.cpio" ] &&
+        [ "$(cat "$CACHE/rootfs.stamp" 2>/dev/null)" = "$(root_stamp)" ]; then
+        return
+    fi
+    local r=$CACHE/.rootfs.new
+    rm -rf "$r"
+    log "reference root: debootstrap bookworm with $GUEST_PACKAGES (about a minute)"
+    debootstrap --variant=minbase --include="$GUEST_PACKAGES" bookworm "$r" "$MIRROR" \
+        >"$CACHE/rootfs.log" 2>&1 || die "debootstrap failed, see $CACHE/rootfs.log"
+    chroot "$r" dpkg-query -W -f '${Package} ${Version}\n' pcscd libccid opensc pcsc-tools \
+        python3-pyscard libpcsclite1 >"$CACHE/rootfs.info.new"
+    # Trim what the guest never runs: docs, locales, apt/dpkg state, perl (ATR_analysis only).
+    (
+        cd "$r"
+        rm -rf var/cache/apt/* var/lib/apt/lists/* var/cache/debconf var/lib/dpkg var/log/* \
+            usr/share/doc usr/share/man usr/share/locale usr/share/info usr/share/lintian \
+            usr/share/perl usr/share/perl5 usr/share/zoneinfo usr/share/bash-completion \
+            usr/lib/x86_64-linux-gnu/perl usr/lib/x86_64-linux-gnu/perl-base \
+            usr/lib/x86_64-linux-gnu/libperl.so* usr/bin/perl usr/bin/perl5* \
+            usr/lib/x86_64-linux-gnu/gconv usr/lib/apt usr/lib/x86_64-linux-gnu/libapt* \
+            usr/lib/python3.11/test usr/lib/python3.11/pydoc_data usr/lib/python3.11/idlelib \
+            usr/lib/python3.11/ensurepip usr/lib/python3.11/tkinter
+        mkdir -p run/pcscd qemu-test
+        find . -mindepth 1 -printf '/%P\n' | sort >"$CACHE/rootfs.files.new"
+        find . -mindepth 1 -print0 | cpio --null -o -H newc --quiet >"$CACHE/rootfs.cpio.new"
+    ) || die "packing the root failed"
+    mv "$CACHE/rootfs.files.new" "$CACHE/rootfs.files"
+    mv "$CACHE/rootfs.info.new" "$CACHE/rootfs.info"
+    mv "$CACHE/rootfs.cpio.new" "$CACHE/rootfs.cpio"
+    root_stamp >"$CACHE/rootfs.stamp"
+    rm -f "$CACHE/reference.txt" # results of another root
+    rm -rf "$r"
+    log "reference root: $(du -h "$CACHE/rootfs.cpio" | cut -f1) cpio ($(tr '\n' ' ' <"$CACHE/rootfs.info"))"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Binaries
+VSCARD="" USBPASS_BIN="" USBPASS_NOTE=""
+build_binaries() {
+    if [ "$BUILD" = 1 ]; then
+        log "cargo build --release (vscard, usbpass)"
+        (cd "$ROOT" && cargo build -q --release -p pcsc-bridge-tests --bin vscard >&2) ||
+            die "cargo build of vscard failed"
+        if [[ $PHASES == *usbpass* ]] && [ -z "${USBPASS:-}" ]; then
+            (cd "$ROOT" && cargo build -q --release -p usbpass --bin usbpass >&2) ||
+                USBPASS_NOTE="cargo build of usbpass failed; testing the binary left in target/ (stale)"
+        fi
+    fi
+    VSCARD=$TARGET/release/vscard
+    [ -x "$VSCARD" ] || die "no $VSCARD (run without --no-build)"
+    if [ -n "${USBPASS:-}" ]; then
+        USBPASS_BIN=$USBPASS
+    else
+        local c
+        USBPASS_BIN=$(for c in "$TARGET/x86_64-unknown-linux-musl/release/usbpass" \
+            "$TARGET/x86_64-unknown-linux-gnu/release/usbpass" "$TARGET/release/usbpass"; do
+            [ -x "$c" ] && echo "$(stat -c %Y "$c") $c"; done | sort -rn | head -n1 | cut -d' ' -f2-)
+    fi
+    [ -n "$USBPASS_BIN" ] && [ -x "$USBPASS_BIN" ] || USBPASS_BIN=""
+    [ -n "$USBPASS_NOTE" ] && log "warning: $USBPASS_NOTE"
+    return 0
+}
+
+# ---------------------------------------------------------------------------------------------
+# Per-run overlay cpio: /init, /qemu-test/{busybox,modules,cases.py,env,usbpass/...}
+make_overlay() {
+    local ov=$RUN/overlay
+    mkdir -p "$ov/qemu-test/modules"
+    cp /bin/busybox "$ov/qemu-test/busybox"
+    cp "$CACHE"/kernel/modules/*.ko "$ov/qemu-test/modules/"
+    write_init >"$ov/init"
+    write_cases >"$ov/qemu-test/cases.py"
+    chmod 755 "$ov/init" "$ov/qemu-test/cases.py"
+    {
+        echo "PHASES='${PHASES//,/ }'"
+        echo "WATCHDOG=$((TIMEOUT - 15))"
+        echo "USBPASS_LOG='${USBPASS_LOG:-debug}'"
+    } >"$ov/qemu-test/env"
+    if [ -n "$USBPASS_BIN" ] && [[ $PHASES == *usbpass* ]]; then
+        mkdir -p "$ov/qemu-test/usbpass/lib"
+        cp "$USBPASS_BIN" "$ov/qemu-test/usbpass/usbpass"
+        local lib
+        # Libraries the guest root lacks (by file name); glibc and friends are bookworm's on both.
+        while read -r lib; do
+            [ -f "$lib" ] || { log "warning: usbpass needs $lib (not found on the host)"; continue; }
+            grep -q "/$(basename "$lib")\$" "$CACHE/rootfs.files" && continue
+            cp -L "$lib" "$ov/qemu-test/usbpass/lib/"
+            log "usbpass: adding $(basename "$lib") to the guest"
+        done < <(ldd "$USBPASS_BIN" 2>/dev/null | sed -n 's/.*=> \(\/[^ ]*\).*/\1/p; s/^\t\(\/[^ ]*\) (.*/\1/p' | grep -v 'ld-linux')
+    fi
+    (cd "$ov" && find . -mindepth 1 -print0 | cpio --null -o -H newc --quiet) >"$RUN/overlay.cpio"
+    cat "$CACHE/rootfs.cpio" "$RUN/overlay.cpio" >"$RUN/initrd"
+}
+
+write_init() {
+    cat <<'EOF'
+#!/qemu-test/busybox sh
+# Guest init (written by scripts/qemu-usb-test.sh).
+B=/qemu-test/busybox
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8
+$B mount -t proc proc /proc
+$B mount -t sysfs sys /sys
+$B mount -t devtmpfs dev /dev
+$B mount -t tmpfs run /run
+$B mkdir -p /run/pcscd /tmp
+. /qemu-test/env
+up() { $B cut -d' ' -f1 /proc/uptime; }
+echo "@@BOOT $(up)"
+( $B sleep "$WATCHDOG"; echo "@@WATCHDOG guest watchdog after ${WATCHDOG}s"; $B poweroff -f ) &
+for m in usb-common usbcore xhci-hcd xhci-pci; do
+    $B insmod /qemu-test/modules/$m.ko || echo "@@ERROR insmod $m failed"
+done
+wait_reader() {
+    i=0
+    while [ $i -lt 150 ]; do
+        $B grep -qs '^0b$' /sys/bus/usb/devices/*/bInterfaceClass && return 0
+        $B sleep 0.1; i=$((i + 1))
+    done
+    return 1
+}
+if wait_reader; then
+    for d in /sys/bus/usb/devices/*; do
+        [ "$($B cat $d/idVendor 2>/dev/null)" = 08e6 ] &&
+            echo "@@USB $(up) $($B cat $d/idVendor):$($B cat $d/idProduct) $($B cat $d/manufacturer 2>/dev/null)/$($B cat $d/product 2>/dev/null) serial $($B cat $d/serial 2>/dev/null) speed $($B cat $d/speed)"
+    done
+else
+    echo "@@ERROR no CCID interface (class 0b) after 15 s"
+fi
+first=1
+for ph in $PHASES; do
+    if [ $first = 0 ]; then
+        # A clean reader for the next phase: USB port reset (QEMU resets the device's state).
+        usbreset 08e6:4433 >/dev/null 2>&1 || echo "@@ERROR usbreset failed"
+        $B sleep 0.3
+        wait_reader || echo "@@ERROR reader gone after usbreset"
+    fi
+    first=0
+    echo "@@PHASE $ph $(up)"
+    dead=""
+    case $ph in
+        ref) daemon="/usr/sbin/pcscd -f -d" ;;
+        usbpass)
+            daemon="/usr/bin/env USBPASS_LOG=$USBPASS_LOG LD_LIBRARY_PATH=/qemu-test/usbpass/lib /qemu-test/usbpass/usbpass serve --listen /run/pcscd/pcscd.comm"
+            [ -x /qemu-test/usbpass/usbpass ] || dead="usbpass binary not available (not built?)" ;;
+    esac
+    if [ -n "$dead" ]; then
+        /usr/bin/python3 /qemu-test/cases.py "$ph" --dead "$dead"
+    else
+        $B timeout 100 /usr/bin/python3 /qemu-test/cases.py "$ph" --daemon "$daemon"
+    fi
+    echo "@@PHASE_RC $ph $? $(up)"
+    pid=$($B cat /tmp/$ph.pid 2>/dev/null)
+    [ -n "$pid" ] && $B kill -9 "$pid" 2>/dev/null
+    $B rm -f /run/pcscd/pcscd.comm
+done
+echo "@@END $(up)"
+$B poweroff -f
+EOF
+}
+
+write_cases() {
+    cat <<'EOF'
+#!/usr/bin/python3
+# Guest side of scripts/qemu-usb-test.sh: start one PC/SC stack (the daemon), run the stock
+# clients and pyscard cases against QEMU's usb-ccid reader, print results on the serial console.
+#   cases.py PHASE --daemon 'CMD...' | --dead REASON
+# Output (the host parses it): @@CASES PHASE names..., @@RESULT PHASE CASE PASS|FAIL MS detail,
+# @@OUT PHASE CASE ... / @@ENDOUT (client output), @@LOG PHASE daemon ... / @@ENDLOG.
+# The vscard control socket is on /dev/ttyS1: `mark PHASE:CASE` cuts its APDU log into sections.
+import os, select, shlex, subprocess, sys, termios, threading, time, tty
+
+ATR = bytes.fromhex("3B0A" + b"pcscbridge".hex())
+AID = bytes.fromhex("A0000005272101")
+FCI = bytes.fromhex("6F0E8407A0000005272101A503880101")
+SERIAL = "PCSCBRIDGE01"
+
+def pattern(off, n):  # the card's file content (tests/src/card.rs file_byte)
+    return bytes(((i & 0xFF) ^ 0x5A) for i in range(off, off + n))
+
+CASES = ["ready", "pcsc_scan", "opensc_atr", "opensc_apdu", "py_list", "py_status", "py_connect",
+         "py_atr", "py_attr", "py_features", "py_select", "py_read_binary", "py_echo",
+         "py_get_response", "py_transaction", "py_remove", "py_insert", "py_reconnect",
+         "py_quirk64", "py_after_quirk"]
+
+phase, args = sys.argv[1], sys.argv[2:]
+daemon_cmd = dead = None
+while args:
+    a = args.pop(0)
+    if a == "--daemon":
+        daemon_cmd = args.pop(0)
+    elif a == "--dead":
+        dead = args.pop(0)
+
+def out(s):
+    sys.stdout.write(s + "\n")
+    sys.stdout.flush()
+
+def one_line(s):
+    return " ".join(str(s).split())[:700]
+
+class Ctl:
+    """vscard's control socket, reached through the guest's second serial port."""
+    def __init__(self, path="/dev/ttyS1"):
+        self.fd, self.buf = None, b""
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
+            tty.setraw(fd)
+            a = termios.tcgetattr(fd)
+            a[4] = a[5] = termios.B115200
+            termios.tcsetattr(fd, termios.TCSANOW, a)
+            termios.tcflush(fd, termios.TCIOFLUSH)
+            self.fd = fd
+        except OSError as e:
+            out("ctl: cannot open %s: %s" % (path, e))
+
+    def __call__(self, cmd, timeout=5.0):
+        if self.fd is None:
+            return "err no control channel"
+        os.write(self.fd, (cmd + "\n").encode())
+        end = time.monotonic() + timeout
+        while b"\n" not in self.buf:
+            left = end - time.monotonic()
+            if left <= 0:
+                return "err timeout"
+            if select.select([self.fd], [], [], left)[0]:
+                self.buf += os.read(self.fd, 256)
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line.decode(errors="replace").strip("\r\0 ")
+
+ctl = Ctl()
+ctl("mark %s:begin" % phase)
+out("@@CASES %s %s" % (phase, " ".join(CASES)))
+
+def result(case, ok, ms, detail):
+    out("@@RESULT %s %s %s %d %s" % (phase, case, "PASS" if ok else "FAIL", ms, one_line(detail)))
+
+if dead is not None:
+    for c in CASES:
+        result(c, False, 0, dead)
+    ctl("mark %s:end" % phase)
+    sys.exit(0)
+
+from smartcard.scard import *  # noqa: E402
+
+class Fail(Exception):
+    pass
+
+def hexs(b):
+    return " ".join("%02X" % x for x in bytes(b))
+
+def err(hr):
+    return "%s (0x%08X)" % (SCardGetErrorMessage(hr).strip(), hr & 0xFFFFFFFF)
+
+def check(hr, what):
+    if hr != SCARD_S_SUCCESS:
+        raise Fail("%s: %s" % (what, err(hr)))
+
+st = {"ctx": None, "card": None, "proto": None, "reader": None}
+daemon = None
+dlog = "/tmp/%s-daemon.log" % phase
+
+def daemon_dead():
+    if daemon is None or daemon.poll() is None:
+        return None
+    lines = open(dlog, errors="replace").read().strip().splitlines()
+    return "daemon exited rc=%d: %s" % (daemon.returncode, " | ".join(lines[:3]))
+
+def ctx():
+    if st["ctx"] is None:
+        hr, c = SCardEstablishContext(SCARD_SCOPE_USER)
+        check(hr, "SCardEstablishContext")
+        st["ctx"] = c
+    return st["ctx"]
+
+def transmit(apdu):
+    hr, resp = SCardTransmit(st["card"], st["proto"], list(apdu))
+    check(hr, "SCardTransmit(%s, %d bytes)" % (hexs(apdu[:4]), len(apdu)))
+    return bytes(resp)
+
+def expect(apdu, want):
+    r = transmit(apdu)
+    if r != want:
+        raise Fail("%s... -> %s, want %s" % (hexs(apdu[:5]), hexs(r), hexs(want)))
+    return r
+
+def run_client(case, argv, timeout=25):
+    t = time.monotonic()
+    try:
+        p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
+        text, rc = p.stdout.decode(errors="replace"), p.returncode
+    except subprocess.TimeoutExpired as e:
+        text, rc = (e.stdout or b"").decode(errors="replace") + "\n[timeout]", -1
+    out("@@OUT %s %s rc=%d %.1fs $ %s" % (phase, case, rc, time.monotonic() - t, " ".join(argv)))
+    for line in text.splitlines()[:60]:
+        out("  " + line)
+    out("@@ENDOUT")
+    return rc, text
+
+def wait_state(present, timeout_s):
+    """Wait for the card to be reported present/absent: (ms, event state, ATR)."""
+    t0, cur = time.monotonic(), SCARD_STATE_UNAWARE
+    while True:
+        left = int((timeout_s - (time.monotonic() - t0)) * 1000)
+        if left <= 0:
+            raise Fail("card still %s after %ds" % ("absent" if present else "present", timeout_s))
+        hr, states = SCardGetStatusChange(ctx(), min(left, 2000), [(st["reader"], cur)])
+        if hr == SCARD_E_TIMEOUT:
+            continue
+        check(hr, "SCardGetStatusChange")
+        _, ev, atr = states[0]
+        if ev & (SCARD_STATE_PRESENT if present else SCARD_STATE_EMPTY):
+            return int((time.monotonic() - t0) * 1000), ev, bytes(atr)
+        cur = ev & ~SCARD_STATE_CHANGED
+
+def c_ready():
+    t0, last = time.monotonic(), "no answer"
+    while time.monotonic() - t0 < 25:
+        d = daemon_dead()
+        if d:
+            raise Fail(d)
+        hr, c = SCardEstablishContext(SCARD_SCOPE_USER)
+        if hr == SCARD_S_SUCCESS:
+            hr, readers = SCardListReaders(c, [])
+            if hr == SCARD_S_SUCCESS and readers:
+                hr2, states = SCardGetStatusChange(c, 0, [(readers[0], SCARD_STATE_UNAWARE)])
+                if hr2 == SCARD_S_SUCCESS and states[0][1] & SCARD_STATE_PRESENT:
+                    st["ctx"], st["reader"] = c, readers[0]
+                    return "reader with a card %.1fs after the daemon's start" % (time.monotonic() - t_daemon)
+                last = "reader %r, no card yet" % readers[0]
+            else:
+                last = "no reader: " + err(hr)
+            SCardReleaseContext(c)
+        else:
+            last = "SCardEstablishContext: " + err(hr)
+        time.sleep(0.2)
+    raise Fail("not ready after 25s: " + last)
+
+def c_pcsc_scan():
+    rc, text = run_client("pcsc_scan", ["pcsc_scan", "-r"])
+    lines = [l.strip() for l in text.splitlines() if l.strip().startswith("0:")]
+    if rc != 0 or not lines:
+        raise Fail("rc=%d, no reader line: %s" % (rc, one_line(text)[-200:]))
+    return lines[0]
+
+def c_opensc_atr():
+    rc, text = run_client("opensc_atr", ["opensc-tool", "-a"])
+    want = ":".join("%02x" % x for x in ATR)
+    if rc != 0 or want not in text.lower():
+        raise Fail("rc=%d, no %s in: %s" % (rc, want, one_line(text)[-200:]))
+    return want
+
+def c_opensc_apdu():
+    rc, text = run_client("opensc_apdu", ["opensc-tool", "-s", "00:A4:04:00:07:" + ":".join("%02X" % x for x in AID)])
+    got = [l.strip() for l in text.splitlines() if l.startswith("Received")]
+    if rc != 0 or "SW1=0x90, SW2=0x00" not in text or "6F 0E 84 07" not in text.upper():
+        raise Fail("rc=%d: %s" % (rc, one_line(text)[-250:]))
+    return got[0] + " + the FCI"
+
+def c_py_list():
+    hr, readers = SCardListReaders(ctx(), [])
+    check(hr, "SCardListReaders")
+    if len(readers) != 1 or SERIAL not in readers[0]:
+        raise Fail("readers %r (want one, with %s)" % (readers, SERIAL))
+    st["reader"] = readers[0]
+    return readers[0]
+
+def c_py_status():
+    ms, ev, atr = wait_state(True, 5)
+    if atr != ATR:
+        raise Fail("ATR %s, want %s" % (hexs(atr), hexs(ATR)))
+    return "present, ATR %s" % hexs(atr)
+
+def c_py_connect():
+    hr, card, proto = SCardConnect(ctx(), st["reader"], SCARD_SHARE_SHARED, SCARD_PROTOCOL_T0 | SCARD_PROTOCOL_T1)
+    check(hr, "SCardConnect")
+    st["card"], st["proto"] = card, proto
+    if proto != SCARD_PROTOCOL_T0:
+        raise Fail("protocol %d, want T=0" % proto)
+    return "T=0"
+
+def c_py_atr():
+    hr, reader, state, proto, atr = SCardStatus(st["card"])
+    check(hr, "SCardStatus")
+    if bytes(atr) != ATR:
+        raise Fail("ATR %s" % hexs(atr))
+    return "%s, reader state 0x%X, protocol %d" % (hexs(atr), state, proto)
+
+def c_py_attr():
+    vals = []
+    for name, attr in (("vendor", SCARD_ATTR_VENDOR_NAME), ("ifd_version", SCARD_ATTR_VENDOR_IFD_VERSION),
+                       ("serial", SCARD_ATTR_VENDOR_IFD_SERIAL_NO), ("maxinput", SCARD_ATTR_MAXINPUT)):
+        hr, v = SCardGetAttrib(st["card"], attr)
+        vals.append("%s=%s" % (name, hexs(v) if hr == SCARD_S_SUCCESS else "0x%08X" % (hr & 0xFFFFFFFF)))
+    return " ".join(vals)
+
+def c_py_features():
+    hr, v = SCardControl(st["card"], SCARD_CTL_CODE(3400), [])
+    check(hr, "SCardControl(CM_IOCTL_GET_FEATURE_REQUEST)")
+    return hexs(v)
+
+def c_py_select():
+    expect(bytes([0, 0xA4, 4, 0, 7]) + AID, FCI + b"\x90\x00")
+    return "FCI + 90 00"
+
+def c_py_read_binary():
+    expect(bytes([0, 0xB0, 0, 0, 0x10]), pattern(0, 16) + b"\x90\x00")
+    expect(bytes([0, 0xB0, 0x01, 0x02, 0x08]), pattern(0x102, 8) + b"\x90\x00")
+    return "16 + 8 bytes + 90 00"
+
+def c_py_echo():
+    d = bytes(range(1, 6))
+    expect(bytes([0x80, 1, 0, 0, len(d)]) + d, d + b"\x90\x00")
+    return "5 bytes + 90 00"
+
+def c_py_get_response():
+    expect(bytes([0x80, 2, 0x01, 0x2C, 0]), pattern(0, 256) + b"\x61\x2C")
+    expect(bytes([0, 0xC0, 0, 0, 0x2C]), pattern(256, 44) + b"\x90\x00")
+    return "256 bytes + 61 2C, GET RESPONSE: 44 bytes + 90 00"
+
+def c_py_transaction():
+    check(SCardBeginTransaction(st["card"]), "SCardBeginTransaction")
+    expect(bytes([0, 0x20, 0, 0x81, 6]) + b"123456", b"\x90\x00")
+    check(SCardEndTransaction(st["card"], SCARD_LEAVE_CARD), "SCardEndTransaction")
+    return "VERIFY 90 00 inside a transaction"
+
+def c_py_remove():
+    r = ctl("remove")
+    if not r.startswith("ok"):
+        raise Fail("vscard remove: " + r)
+    ms, ev, _ = wait_state(False, 10)
+    hr, resp = SCardTransmit(st["card"], st["proto"], [0, 0xB0, 0, 0, 1])
+    if hr != SCARD_W_REMOVED_CARD:
+        raise Fail("EMPTY after %d ms, but a transmit on the old handle gave %s" % (ms, err(hr)))
+    return "EMPTY after %d ms; old handle: SCARD_W_REMOVED_CARD" % ms
+
+def c_py_insert():
+    r = ctl("insert")
+    if not r.startswith("ok"):
+        raise Fail("vscard insert: " + r)
+    ms, ev, atr = wait_state(True, 10)
+    if atr != ATR:
+        raise Fail("ATR %s after insertion" % hexs(atr))
+    return "PRESENT after %d ms, ATR ok" % ms
+
+def c_py_reconnect():
+    if st["card"] is not None:
+        SCardDisconnect(st["card"], SCARD_LEAVE_CARD)
+        st["card"] = None
+    c_py_connect()
+    expect(bytes([0, 0xA4, 4, 0, 7]) + AID, FCI + b"\x90\x00")
+    return "new handle, T=0, SELECT ok"
+
+def c_py_quirk64():
+    # 52 data bytes + SW = 54: the reader's DataBlock is exactly 64 bytes (10-byte header + 54).
+    d = bytes((i * 3 + 1) & 0xFF for i in range(52))
+    expect(bytes([0x80, 1, 0, 0, 52]) + d, d + b"\x90\x00")
+    expect(bytes([0, 0xB0, 0, 0, 4]), pattern(0, 4) + b"\x90\x00")
+    return "64-byte reader answer, then READ BINARY ok"
+
+def c_py_after_quirk():
+    r = transmit(bytes([0, 0xA4, 4, 0, 7]) + AID)
+    if r == pattern(0, 4) + b"\x90\x00":
+        raise Fail("SELECT got %s: the answer to the previous READ BINARY (the driver is one "
+                   "answer behind)" % hexs(r))
+    if r != FCI + b"\x90\x00":
+        raise Fail("SELECT -> %s" % hexs(r))
+    return "SELECT ok"
+
+if daemon_cmd:
+    os.makedirs("/run/pcscd", exist_ok=True)
+    t_daemon = time.monotonic()
+    daemon = subprocess.Popen(shlex.split(daemon_cmd), stdout=open(dlog, "wb"), stderr=subprocess.STDOUT)
+    open("/tmp/%s.pid" % phase, "w").write(str(daemon.pid))
+    out("daemon: %s (pid %d)" % (daemon_cmd, daemon.pid))
+
+def hung(name):
+    """A case blocked (in a PC/SC call that never returns): report and stop the phase."""
+    result(name, False, CASE_LIMIT * 1000, "hung: no answer within %d s" % CASE_LIMIT)
+    for c in CASES[CASES.index(name) + 1:]:
+        result(c, False, 0, "not run: case %s hung" % name)
+    if daemon is not None:
+        daemon.kill()
+    ctl("mark %s:end" % phase)
+    os._exit(1)
+
+CASE_LIMIT = 30
+for name in CASES:
+    ctl("mark %s:%s" % (phase, name))
+    guard = threading.Timer(CASE_LIMIT, hung, (name,))
+    guard.daemon = True
+    guard.start()
+    t = time.monotonic()
+    d = daemon_dead()
+    if d:
+        result(name, False, 0, d)
+        guard.cancel()
+        continue
+    try:
+        detail = globals()["c_" + name]()
+        result(name, True, (time.monotonic() - t) * 1000, detail)
+    except Fail as e:
+        result(name, False, (time.monotonic() - t) * 1000, str(e))
+    except Exception as e:  # pyscard raising, or a bug here
+        result(name, False, (time.monotonic() - t) * 1000, "%s: %s" % (type(e).__name__, e))
+    guard.cancel()
+ctl("mark %s:end" % phase)
+
+if daemon is not None:
+    daemon.terminate()
+    try:
+        daemon.wait(5)
+    except subprocess.TimeoutExpired:
+        daemon.kill()
+        daemon.wait()
+    lines = [l.rstrip() for l in open(dlog, errors="replace")]
+    keys = ("error", "not enough", "failed", "warn", "panic", "card atr", "removed", "inserted",
+            "ccid_usb", "not implemented", "usage")
+    # Matching lines, with 6 lines of context around "Not enough data" (the 64-byte quirk).
+    keep = set(i for i, l in enumerate(lines) if any(k in l.lower() for k in keys))
+    for i, l in enumerate(lines):
+        if "not enough data" in l.lower():
+            keep.update(range(max(0, i - 6), min(len(lines), i + 7)))
+    sel = [lines[i] for i in sorted(keep)]
+    out("@@LOG %s daemon: %d of %d lines (rc %s)" % (phase, min(len(sel), 150), len(lines), daemon.returncode))
+    for l in sel[:150]:
+        out("  " + l[:300])
+    out("@@ENDLOG")
+EOF
+}
+
+# ---------------------------------------------------------------------------------------------
+# Run the guest
+run_guest() {
+    "$VSCARD" --listen "$RUN/card.sock" --ctl "$RUN/ctl.sock" --log --once >"$RUN/vscard.log" 2>&1 &
+    VSCARD_PID=$!
+    for _ in $(seq 50); do
+        [ -S "$RUN/card.sock" ] && [ -S "$RUN/ctl.sock" ] && break
+        sleep 0.1
+    done
+    [ -S "$RUN/ctl.sock" ] || die "vscard did not start (see $RUN/vscard.log)"
+    log "guest: booting (phases $PHASES; logs in $RUN)"
+    local t0 rc=0
+    t0=$(date +%s%3N)
+    timeout --kill-after=5 "$TIMEOUT" qemu-system-x86_64 -accel tcg -nodefaults -display none \
+        -no-reboot -m 1024 -smp 1 \
+        -kernel "$CACHE/kernel/vmlinux" -initrd "$RUN/initrd" \
+        -append "console=ttyS0 loglevel=3 panic=-1 rdinit=/init" \
+        -serial "file:$RUN/console.log" \
+        -chardev "socket,id=ctl,path=$RUN/ctl.sock" -serial chardev:ctl \
+        -chardev "socket,id=ccid,path=$RUN/card.sock" \
+        -device qemu-xhci -device "usb-ccid,serial=$SERIAL,pcap=$RUN/usb.pcap" \
+        -device ccid-card-passthru,chardev=ccid \
+        >"$RUN/qemu.log" 2>&1 || rc=$?
+    GUEST_SECONDS=$(secs "$t0")
+    [ "$rc" = 124 ] && echo "@@HOST_TIMEOUT qemu killed after ${TIMEOUT}s" >>"$RUN/console.log"
+    [ "$rc" != 0 ] && [ "$rc" != 124 ] && echo "@@HOST_ERROR qemu exited rc=$rc: $(head -c 300 "$RUN/qemu.log")" >>"$RUN/console.log"
+    if kill -0 "$VSCARD_PID" 2>/dev/null; then
+        kill "$VSCARD_PID" 2>/dev/null || true
+    fi
+    wait "$VSCARD_PID" 2>/dev/null || true
+    VSCARD_PID=""
+    log "guest: done in ${GUEST_SECONDS}s (qemu rc=$rc)"
+}
+
+cleanup() {
+    [ -n "${VSCARD_PID:-}" ] && kill "$VSCARD_PID" 2>/dev/null || true
+    if [ -n "${RUN:-}" ] && [ -d "$RUN" ]; then
+        rm -f "$RUN/card.sock" "$RUN/ctl.sock"
+        [ "$KEEP" = 1 ] || rm -rf "$RUN/initrd" "$RUN/overlay.cpio" "$RUN/overlay"
+    fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# Evaluate: console.log + vscard.log -> report; reference results cached for --quick
+evaluate() {
+    "$PY" - "$RUN" "$CACHE" "$PHASES" "$USBPASS_BIN" "$USBPASS_NOTE" <<'EOF'
+import json, os, re, sys
+run, cache, phases, usbpass_bin, usbpass_note = sys.argv[1:6]
+phases = phases.split(",")
+con = open(os.path.join(run, "console.log"), errors="replace").read().splitlines()
+vsl = open(os.path.join(run, "vscard.log"), errors="replace").read().splitlines()
+
+# Compare these cases' values with the reference (what a faithful stack must reproduce).
+VALUE_CASES = {"pcsc_scan", "py_list", "py_attr", "py_features", "py_status", "py_atr"}
+# Cases whose APDU trace (what the card received) must equal the reference's.
+TRACE_CASES = {"py_select", "py_read_binary", "py_echo", "py_get_response", "py_transaction",
+               "py_reconnect", "py_quirk64", "py_after_quirk"}
+
+cases, results, problems = {}, {}, []
+for l in con:
+    if l.startswith("@@CASES "):
+        p = l.split()
+        cases[p[1]] = p[2:]
+    elif l.startswith("@@RESULT "):
+        m = re.match(r"@@RESULT (\S+) (\S+) (PASS|FAIL) (\d+) ?(.*)", l)
+        if m:
+            results[(m[1], m[2])] = (m[3], int(m[4]), m[5])
+    elif l.startswith(("@@ERROR", "@@WATCHDOG", "@@HOST_TIMEOUT", "@@HOST_ERROR")):
+        problems.append(l[2:])
+    elif "Kernel panic" in l:
+        problems.append(l.strip())
+
+# APDU traces per (phase, case) from vscard's log.
+traces, section = {}, None
+for l in vsl:
+    m = re.match(r"\[[ \d.]+\] === (\S+):(\S+)", l)
+    if m:
+        section = (m[1], m[2])
+        continue
+    m = re.match(r"\[[ \d.]+\] apdu #\d+ > (.*)", l)
+    if m and section:
+        traces.setdefault(section, []).append(m[1])
+
+# Reference: this run's, else the cached one (--quick).
+ref_file = os.path.join(cache, "reference.txt")
+ref_source = "this run"
+if "ref" in phases and ("ref", "ready") in results:
+    ref = {c: results[("ref", c)] for c in cases.get("ref", []) if ("ref", c) in results}
+    ref_traces = {c: traces.get(("ref", c), []) for c in cases.get("ref", [])}
+    json.dump({"results": ref, "traces": ref_traces}, open(ref_file + ".new", "w"), indent=1)
+    os.replace(ref_file + ".new", ref_file)
+else:
+    try:
+        d = json.load(open(ref_file))
+        ref, ref_traces = {k: tuple(v) for k, v in d["results"].items()}, d["traces"]
+        ref_source = "cached from the last full run"
+    except (OSError, ValueError, KeyError):
+        ref, ref_traces, ref_source = {}, {}, "none (run without --quick once)"
+
+out = []
+def say(s=""):
+    out.append(s)
+    print(s)
+
+say("== guest")
+for l in con:
+    if l.startswith(("@@BOOT", "@@USB", "@@PHASE ", "@@PHASE_RC", "@@END ")):
+        say("   " + l[2:])
+for p in problems:
+    say("!! " + p)
+
+# USB traffic (usb-ccid's pcap, usbmon link type 220): bulk answers per phase; phases are told
+# apart by the re-enumeration after the USB reset between them (GET_DESCRIPTOR(device) again).
+try:
+    import struct
+    data = open(os.path.join(run, "usb.pcap"), "rb").read()
+    pos, seg, segs = 24, None, []
+    while pos + 16 <= len(data):
+        incl = struct.unpack_from("<I", data, pos + 8)[0]
+        pkt = data[pos + 16:pos + 16 + incl]
+        pos += 16 + incl
+        if len(pkt) < 64:
+            continue
+        typ, xfer, ep = pkt[8], pkt[9], pkt[10]
+        length = struct.unpack_from("<I", pkt, 32)[0]  # the URB's data length
+        if xfer == 2 and typ == ord("C") and pkt[64:66] == b"\x12\x01" and (seg is None or seg["bulk_out"]):
+            seg = {"bulk_out": 0, "answers": 0, "zlp": 0, "sixty_four": 0}
+            segs.append(seg)
+        if seg is None or xfer != 3 or typ != ord("C"):
+            continue
+        if ep == 0x03:
+            seg["bulk_out"] += 1
+        elif ep == 0x82:
+            if length == 0:
+                seg["zlp"] += 1
+            else:
+                seg["answers"] += 1
+                seg["sixty_four"] += length == 64
+    segs = [x for x in segs if x["bulk_out"]]
+    for ph, x in zip(phases, segs):
+        say("   usb %s: %d bulk-OUT messages, %d bulk-IN answers (%d of exactly 64 bytes), "
+            "%d zero-length bulk-IN reads" % (ph, x["bulk_out"], x["answers"], x["sixty_four"], x["zlp"]))
+except (OSError, struct.error) as e:
+    say("   usb: no capture (%s)" % e)
+
+if "ref" in phases:
+    info = open(os.path.join(cache, "rootfs.info")).read().split("\n")
+    say("== reference stack (%s), informational" % ", ".join(x for x in info if x))
+    for c in cases.get("ref", []):
+        r = results.get(("ref", c))
+        if r is None:
+            say("reference: %-16s FAIL not reached (guest stopped)" % c)
+        else:
+            say("reference: %-16s %s %6dms %s" % (c, r[0], r[1], r[2]))
+    if not cases.get("ref"):
+        say("reference: no results (guest failed before the phase, see console.log)")
+
+npass = nfail = 0
+if "usbpass" in phases:
+    ucases = cases.get("usbpass") or cases.get("ref") or [c for c in ref] or ["ready"]
+    # Why the daemon died, in one phrase.
+    dead_reason = None
+    for c in ucases:
+        r = results.get(("usbpass", c))
+        if r and r[0] == "FAIL" and ("daemon exited" in r[2] or "binary not available" in r[2]):
+            txt = r[2]
+            if "not implemented" in txt or re.search(r"unknown option.*--listen", txt):
+                dead_reason = "usbpass serve not implemented (%s)" % txt
+            else:
+                dead_reason = txt
+            break
+    say("== usbpass (%s) vs reference (%s)" % (usbpass_bin or "no binary", ref_source))
+    if usbpass_note:
+        say("!! " + usbpass_note)
+    if dead_reason:
+        say("!! " + dead_reason)
+    say("%-16s %-9s %-9s %s" % ("case", "reference", "usbpass", "usbpass detail"))
+    for c in ucases:
+        r = results.get(("usbpass", c))
+        rr = ref.get(c)
+        if r is None:
+            status, detail = "FAIL", "not reached (guest stopped: watchdog, timeout or crash)"
+        else:
+            status, detail = r[0], r[2]
+            if status == "FAIL" and dead_reason and ("daemon exited" in detail or "not available" in detail):
+                detail = dead_reason.split(" (")[0] if "not implemented" in dead_reason else detail
+            if status == "PASS" and rr and rr[0] == "PASS":
+                if c in VALUE_CASES and detail != rr[2]:
+                    status, detail = "FAIL", "differs from the reference: %s | reference: %s" % (detail, rr[2])
+                rt, ut = ref_traces.get(c), traces.get(("usbpass", c), [])
+                if c in TRACE_CASES and rt is not None and rt != ut:
+                    status = "FAIL"
+                    detail = "the card received other APDUs than under the reference: %s | reference: %s" % (
+                        " / ".join(ut)[:300], " / ".join(rt)[:300])
+        if status == "PASS":
+            npass += 1
+        else:
+            nfail += 1
+        say("%-16s %-9s %-9s %s" % (c, rr[0] if rr else "-", status, detail))
+    out.append("usbpass e2e: %d passed, %d failed" % (npass, nfail))  # printed last by the script
+open(os.path.join(run, "report.txt"), "w").write("\n".join(out) + "\n")
+sys.exit(1 if nfail else 0)
+EOF
+}
+
+# ---------------------------------------------------------------------------------------------
+ensure_host_packages
+mkdir -p "$CACHE"
+exec 9>"$CACHE/.lock"
+flock 9
+ensure_kernel
+ensure_root
+flock -u 9
+build_binaries
+# Keep the logs of the last 10 runs.
+find /tmp -maxdepth 1 -name 'pcsc-bridge-qemu.??????' -type d -printf '%T@ %p\n' 2>/dev/null |
+    sort -rn | tail -n +10 | cut -d' ' -f2- | while read -r old; do
+        if [ -f "$old/console.log" ]; then rm -rf "$old"; fi
+    done
+RUN=$(mktemp -d /tmp/pcsc-bridge-qemu.XXXXXX)
+trap cleanup EXIT
+make_overlay
+log "initrd: $(du -h "$RUN/initrd" | cut -f1) (root $(du -h "$CACHE/rootfs.cpio" | cut -f1) + run $(du -h "$RUN/overlay.cpio" | cut -f1)), kernel $(cat "$CACHE/kernel/package")"
+run_guest
+rc=0
+evaluate || rc=$?
+log "total $(secs "$T_START")s; logs: $RUN"
+if [[ $PHASES == *usbpass* ]]; then
+    tail -n1 "$RUN/report.txt"
+fi
+exit "$rc"
