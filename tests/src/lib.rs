@@ -6,5 +6,6 @@
 //!   with a vpcd reader and the virtual card).
 
 pub mod card;
+pub mod ctl;
 pub mod host;
 pub mod vpcd;

@@ -127,7 +127,6 @@ struct Inner {
     epoch: u64,
     cards: crate::hash::HandleMap<CardId, Card>,
     released: bool,
-    scratch: Vec<u8>,
 }
 
 /// A PC/SC context. All methods take `&self`; calls on one context are serialised
@@ -250,7 +249,6 @@ impl Context {
                 epoch: 0,
                 cards: Default::default(),
                 released: false,
-                scratch: Vec::with_capacity(512),
             }),
             canceller: Canceller::new(),
         };
@@ -616,31 +614,12 @@ impl Context {
                 rv: 0,
             };
             let conn = inner.conn.as_mut().expect("connected");
-            let mut body = [0u8; TransmitMsg::SIZE];
-            let mut v = std::mem::take(&mut inner.scratch);
-            v.clear();
-            msg.emit(&mut v);
-            body.copy_from_slice(&v);
-            inner.scratch = v;
-            conn.request(Command::TRANSMIT, &body, send)?;
+            conn.request(Command::TRANSMIT, &msg.to_array(), send)?;
             let mut b = [0u8; TransmitMsg::SIZE];
             conn.read_exact(&mut b)?;
             let m = TransmitMsg::parse(&b).map_err(|_| TransportError::Io(libc::EPROTO))?;
-            let mut res = TransmitResult { rv: m.result(), len: m.recv_length as usize, recv_pci_protocol: m.recv_pci_protocol, recv_pci_length: m.recv_pci_length };
-            if m.rv == 0 {
-                let n = m.recv_length as usize;
-                if n > max {
-                    // A daemon cannot legitimately send this much: treat as broken.
-                    return Err(TransportError::Io(libc::EPROTO));
-                }
-                if n <= recv.len() {
-                    conn.read_exact(&mut recv[..n])?;
-                } else {
-                    conn.skip(n)?;
-                    res.rv = Rv::E_INSUFFICIENT_BUFFER;
-                }
-            }
-            Ok(res)
+            let rv = read_reply_data(conn, m.result(), m.recv_length as usize, max, recv)?;
+            Ok(TransmitResult { rv, len: m.recv_length as usize, recv_pci_protocol: m.recv_pci_protocol, recv_pci_length: m.recv_pci_length })
         })
     }
 
@@ -657,20 +636,8 @@ impl Context {
             let mut b = [0u8; ControlMsg::SIZE];
             conn.read_exact(&mut b)?;
             let m = ControlMsg::parse(&b).map_err(|_| TransportError::Io(libc::EPROTO))?;
-            let mut res = ControlResult { rv: m.result(), len: m.bytes_returned as usize };
-            if m.rv == 0 {
-                let n = m.bytes_returned as usize;
-                if n > max {
-                    return Err(TransportError::Io(libc::EPROTO));
-                }
-                if n <= recv.len() {
-                    conn.read_exact(&mut recv[..n])?;
-                } else {
-                    conn.skip(n)?;
-                    res.rv = Rv::E_INSUFFICIENT_BUFFER;
-                }
-            }
-            Ok(res)
+            let rv = read_reply_data(conn, m.result(), m.bytes_returned as usize, max, recv)?;
+            Ok(ControlResult { rv, len: m.bytes_returned as usize })
         });
         r.unwrap_or_else(|rv| ControlResult { rv, len: 0 })
     }
@@ -729,6 +696,26 @@ impl Context {
             let ev = if want_events { fetch_reader_events(inner)? } else { None };
             Ok((inner.version, inner.slots.unwrap_or(states.len()), states, ev))
         })
+    }
+}
+
+/// The data after a TRANSMIT or CONTROL reply struct: `n` bytes, present only
+/// when `rv` is success. Data that does not fit `recv` is consumed (the stream
+/// stays in step) and reported as `SCARD_E_INSUFFICIENT_BUFFER`; more than the
+/// protocol allows means a broken daemon.
+fn read_reply_data(conn: &mut Conn, rv: Rv, n: usize, max: usize, recv: &mut [u8]) -> Res<Rv> {
+    if !rv.is_success() {
+        return Ok(rv);
+    }
+    if n > max {
+        return Err(TransportError::Io(libc::EPROTO));
+    }
+    if n <= recv.len() {
+        conn.read_exact(&mut recv[..n])?;
+        Ok(rv)
+    } else {
+        conn.skip(n)?;
+        Ok(Rv::E_INSUFFICIENT_BUFFER)
     }
 }
 

@@ -70,28 +70,7 @@ fn main() -> ExitCode {
 }
 
 fn ctl_client(path: &Path, cmd: &str) -> ExitCode {
-    let reply = (|| -> std::io::Result<String> {
-        let mut s = UnixStream::connect(path)?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        s.write_all(format!("{cmd}\n").as_bytes())?;
-        let mut line = String::new();
-        BufReader::new(s).read_line(&mut line)?;
-        Ok(line.trim_end().to_string())
-    })();
-    match reply {
-        Ok(r) => {
-            println!("{r}");
-            if r.starts_with("err") || r.is_empty() {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            }
-        }
-        Err(e) => {
-            eprintln!("vcard ctl: {}: {e}", path.display());
-            ExitCode::FAILURE
-        }
-    }
+    pcsc_bridge_tests::ctl::client_main("vcard", path, cmd)
 }
 
 fn run_card(args: &[String]) -> ExitCode {

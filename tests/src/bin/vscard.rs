@@ -52,7 +52,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use pcsc_bridge_tests::card::Card;
 use pcsc_bridge_tests::vpcd::hex;
@@ -380,28 +380,7 @@ fn main() -> ExitCode {
 }
 
 fn ctl_client(path: &Path, cmd: &str) -> ExitCode {
-    let reply = (|| -> io::Result<String> {
-        let mut s = UnixStream::connect(path)?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        s.write_all(format!("{cmd}\n").as_bytes())?;
-        let mut line = String::new();
-        BufReader::new(s).read_line(&mut line)?;
-        Ok(line.trim_end().to_string())
-    })();
-    match reply {
-        Ok(r) => {
-            println!("{r}");
-            if r.starts_with("err") || r.is_empty() {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            }
-        }
-        Err(e) => {
-            eprintln!("vscard ctl: {}: {e}", path.display());
-            ExitCode::FAILURE
-        }
-    }
+    pcsc_bridge_tests::ctl::client_main("vscard", path, cmd)
 }
 
 fn parse_hex(s: &str) -> Option<Vec<u8>> {
