@@ -10,7 +10,9 @@
 # 4. the exported symbols, SONAME, NODELETE and glibc floor of the shipped library
 # 5. the version matrix: 4 client suites x 4 host suites x routes, in sandboxes
 # 6. real Flatpak (offline, local runtimes): native fails, `pcsc-bridge flatpak enable` fixes it
-# 7. fuzz targets, bounded
+# 7. the USB path in a QEMU guest: stock clients through usbpass serve on QEMU's usb-ccid
+#    reader, side by side with Debian's pcscd + libccid
+# 8. fuzz targets, bounded
 # Ends with "N passed, M failed" over the steps; exit 1 if any failed.
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -39,6 +41,7 @@ step "exported symbols and glibc floor" env GLIBC_FLOOR=2.17 scripts/check-symbo
 step "version matrix" scripts/matrix.sh --lib "$LIB"
 step "proxy: host pcscd restart under a sandboxed client" scripts/proxy-restart-test.sh
 step "real Flatpak" scripts/flatpak-test.sh --glibc-floor
+step "USB path: usbpass vs pcscd+libccid on QEMU's usb-ccid reader" scripts/qemu-usb-test.sh
 step "benchmarks (quick; informative, never fail on a ratio)" sh -c 'scripts/bench.sh --quick --lib "$PCSC_BRIDGE_LIB" && scripts/bench-proxy.sh --quick'
 step "fuzz (bounded)" scripts/fuzz.sh 15
 

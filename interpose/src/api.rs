@@ -41,7 +41,7 @@ pub fn set_config_for_tests(cfg: Option<ClientConfig>) {
 /// Whether the daemon's socket exists (upstream's `SCardCheckDaemonAvailability`,
 /// a `stat()`).
 pub fn daemon_available() -> bool {
-    std::fs::metadata(config().socket).is_ok()
+    std::fs::metadata(config().socket).is_ok() || crate::fallback::usbpass_config(&config()).is_some()
 }
 
 fn ctx(h: SCARDCONTEXT) -> Result<Arc<Context>, Rv> {
@@ -52,9 +52,17 @@ fn card(h: SCARDHANDLE) -> Result<(Arc<Context>, u32), Rv> {
     handles::card(h).ok_or(Rv::E_INVALID_HANDLE)
 }
 
-/// `SCardEstablishContext`: a new context handle.
+/// `SCardEstablishContext`: a new context handle. With no pcscd reachable, the
+/// context goes to usbpass where it applies ([`crate::fallback`]).
 pub fn establish(scope: u32) -> Result<SCARDCONTEXT, Rv> {
-    let c = Context::establish(&config(), scope)?;
+    let base = config();
+    let c = match Context::establish(&base, scope) {
+        Err(Rv::E_NO_SERVICE) => match crate::fallback::usbpass_config(&base) {
+            Some(alt) => Context::establish(&alt, scope)?,
+            None => return Err(Rv::E_NO_SERVICE),
+        },
+        r => r?,
+    };
     Ok(handles::tables().insert_context(Arc::new(c)))
 }
 

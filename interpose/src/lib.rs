@@ -31,6 +31,7 @@
 pub mod api;
 pub mod buffers;
 pub mod dlopen;
+pub mod fallback;
 pub mod ffi;
 pub mod handles;
 pub mod log;

@@ -1,5 +1,7 @@
 //! Command line: `usbpass proxy [--listen PATH] [--upstream PATH] [--allow-uid UID]...
-//! [--socket-mode OCTAL]`, `usbpass serve`, `usbpass --help`, `usbpass --version`.
+//! [--socket-mode OCTAL]`, `usbpass serve [--listen PATH] [--allow-uid UID]... [--socket-mode
+//! OCTAL]`, `usbpass --help`, `usbpass --version`. `serve` also takes the test-only, undocumented
+//! `--simulate LEVEL` (a simulated reader instead of USB; needs the `sim` feature).
 
 use std::ffi::OsString;
 use std::fmt;
@@ -7,7 +9,7 @@ use std::path::PathBuf;
 
 pub const USAGE: &str = "\
 usage: usbpass proxy [--listen PATH] [--upstream PATH] [--allow-uid UID]... [--socket-mode OCTAL]
-       usbpass serve
+       usbpass serve [--listen PATH] [--allow-uid UID]... [--socket-mode OCTAL]
        usbpass --help | --version
 
 proxy   serve pcscd clients of every protocol version (4:0 to 4:6) on PATH and
@@ -19,7 +21,15 @@ proxy   serve pcscd clients of every protocol version (4:0 to 4:6) on PATH and
           --allow-uid UID    also accept clients of this uid (repeatable; default:
                              only our own uid)
           --socket-mode MODE permissions of the socket file (octal, default 600)
-serve   the USB CCID driver (not implemented yet: issue 5)
+serve   drive the USB CCID smart-card readers itself (no pcscd, no libccid) and serve
+        pcscd clients of every protocol version on PATH. Readers that another program
+        (the host's pcscd) holds are left alone.
+          --listen PATH      default $XDG_RUNTIME_DIR/pcsc-bridge/usbpass.comm
+                             (else /run/user/UID/pcsc-bridge/usbpass.comm); ignored
+                             when started by systemd socket activation
+          --allow-uid UID    also accept clients of this uid (repeatable; default:
+                             only our own uid)
+          --socket-mode MODE permissions of the socket file (octal, default 600)
 
 Logging: USBPASS_LOG (tracing filter, default \"info\"), to stderr.";
 
@@ -32,11 +42,13 @@ pub struct ProxyOpts {
     pub socket_mode: u32,
 }
 
+pub use usbpass::serve::ServeOptions;
+
 /// What to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Cmd {
     Proxy(ProxyOpts),
-    Serve,
+    Serve(ServeOptions),
     Help,
     Version,
 }
@@ -75,9 +87,14 @@ pub struct Env<'a> {
 
 impl Env<'_> {
     fn default_listen(&self) -> Option<PathBuf> {
+        self.runtime_file("pcscd.comm")
+    }
+
+    /// `$XDG_RUNTIME_DIR/pcsc-bridge/NAME`, else `/run/user/UID/pcsc-bridge/NAME`.
+    fn runtime_file(&self, name: &str) -> Option<PathBuf> {
         match (self.var)("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
-            Some(d) => Some(PathBuf::from(d).join("pcsc-bridge/pcscd.comm")),
-            None => Some(PathBuf::from(format!("/run/user/{}/pcsc-bridge/pcscd.comm", self.uid))),
+            Some(d) => Some(PathBuf::from(d).join("pcsc-bridge").join(name)),
+            None => Some(PathBuf::from(format!("/run/user/{}/pcsc-bridge/{name}", self.uid))),
         }
     }
 
@@ -96,12 +113,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, env: &Env<'_>) -> Result<
     match cmd.as_str() {
         "-h" | "--help" | "help" => return Ok(Cmd::Help),
         "-V" | "--version" => return Ok(Cmd::Version),
-        "serve" => {
-            return match args.next() {
-                None => Ok(Cmd::Serve),
-                Some(o) => Err(CliError::UnknownOption(o)),
-            }
-        }
+        "serve" => return parse_serve(args, env),
         "proxy" => {}
         other => return Err(CliError::UnknownCommand(other.to_string())),
     }
@@ -141,6 +153,43 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, env: &Env<'_>) -> Result<
     Ok(Cmd::Proxy(ProxyOpts { listen, upstream, allow_uids, socket_mode }))
 }
 
+fn parse_serve(mut args: impl Iterator<Item = String>, env: &Env<'_>) -> Result<Cmd, CliError> {
+    let mut listen = None;
+    let mut allow_uids = Vec::new();
+    let mut socket_mode = 0o600;
+    let mut simulate = None;
+    while let Some(arg) = args.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = |option: &'static str| inline.clone().or_else(|| args.next()).ok_or(CliError::MissingValue(option));
+        match name.as_str() {
+            "--listen" => listen = Some(PathBuf::from(value("--listen")?)),
+            "--allow-uid" => {
+                let v = value("--allow-uid")?;
+                allow_uids.push(v.parse().map_err(|_| CliError::BadValue { option: "--allow-uid", value: v })?);
+            }
+            "--socket-mode" => {
+                let v = value("--socket-mode")?;
+                socket_mode = u32::from_str_radix(v.trim_start_matches("0o"), 8)
+                    .ok()
+                    .filter(|m| *m <= 0o777)
+                    .ok_or(CliError::BadValue { option: "--socket-mode", value: v })?;
+            }
+            // Test-only (not in the usage text): a simulated reader instead of USB.
+            "--simulate" => simulate = Some(value("--simulate")?),
+            "-h" | "--help" => return Ok(Cmd::Help),
+            _ => return Err(CliError::UnknownOption(arg)),
+        }
+    }
+    let listen = match listen {
+        Some(l) => l,
+        None => env.runtime_file("usbpass.comm").ok_or(CliError::NoListenPath)?,
+    };
+    Ok(Cmd::Serve(ServeOptions { listen, allow_uids, socket_mode, simulate }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,6 +221,28 @@ mod tests {
     }
 
     #[test]
+    fn serve_options() {
+        let serve = |args: &[&str], vars: &[(&str, &str)]| match run(args, vars) {
+            Ok(Cmd::Serve(o)) => o,
+            other => panic!("{other:?}"),
+        };
+        let o = serve(&["serve"], &[("XDG_RUNTIME_DIR", "/run/user/1000")]);
+        assert_eq!(
+            o,
+            ServeOptions { listen: "/run/user/1000/pcsc-bridge/usbpass.comm".into(), allow_uids: vec![], socket_mode: 0o600, simulate: None }
+        );
+        assert_eq!(serve(&["serve"], &[]).listen, PathBuf::from("/run/user/1000/pcsc-bridge/usbpass.comm"));
+        let o = serve(&["serve", "--listen", "/run/pcscd/pcscd.comm", "--allow-uid=7", "--socket-mode", "666", "--simulate", "qemu"], &[]);
+        assert_eq!(
+            o,
+            ServeOptions { listen: "/run/pcscd/pcscd.comm".into(), allow_uids: vec![7], socket_mode: 0o666, simulate: Some("qemu".into()) }
+        );
+        assert_eq!(run(&["serve", "--upstream", "x"], &[]), Err(CliError::UnknownOption("--upstream".into())));
+        assert_eq!(run(&["serve", "--allow-uid", "me"], &[]), Err(CliError::BadValue { option: "--allow-uid", value: "me".into() }));
+        assert_eq!(run(&["serve", "-h"], &[]), Ok(Cmd::Help));
+    }
+
+    #[test]
     fn options() {
         let o = proxy(&["proxy", "--listen", "/tmp/l", "--upstream=/tmp/u", "--allow-uid", "7", "--allow-uid=8", "--socket-mode", "660"], &[]);
         assert_eq!(o, ProxyOpts { listen: "/tmp/l".into(), upstream: "/tmp/u".into(), allow_uids: vec![7, 8], socket_mode: 0o660 });
@@ -179,7 +250,6 @@ mod tests {
         assert_eq!(run(&["proxy", "--listen"], &[]), Err(CliError::MissingValue("--listen")));
         assert_eq!(run(&["proxy", "--socket-mode", "999"], &[]), Err(CliError::BadValue { option: "--socket-mode", value: "999".into() }));
         assert_eq!(run(&["proxy", "--frob"], &[]), Err(CliError::UnknownOption("--frob".into())));
-        assert_eq!(run(&["serve"], &[]), Ok(Cmd::Serve));
         assert_eq!(run(&["serve", "x"], &[]), Err(CliError::UnknownOption("x".into())));
         assert_eq!(run(&["--help"], &[]), Ok(Cmd::Help));
         assert_eq!(run(&["proxy", "-h"], &[]), Ok(Cmd::Help));

@@ -2,7 +2,8 @@
 //!
 //! * `usbpass proxy`: a pcscd-protocol server (every version, 4:0 to 4:6) in
 //!   front of the host's pcscd ([`proxy`]).
-//! * `usbpass serve`: the user-space USB CCID driver (issue 5, not yet).
+//! * `usbpass serve`: the user-space USB CCID driver behind the same server
+//!   ([`usbpass::serve`]).
 //!
 //! Command line in [`cli`]; this file only wires things up.
 
@@ -30,9 +31,15 @@ fn main() -> ExitCode {
             println!("usbpass {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Ok(cli::Cmd::Serve) => {
-            eprintln!("usbpass serve: not implemented yet (USB CCID: issue 5)");
-            ExitCode::from(2)
+        Ok(cli::Cmd::Serve(opts)) => {
+            init_logging();
+            match usbpass::serve::run(&opts) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("usbpass serve: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Ok(cli::Cmd::Proxy(opts)) => {
             init_logging();

@@ -26,6 +26,8 @@ use super::message::{self, msg_type, Command, Frame, GetSlotStatus, IccStatus, M
 use super::transport::{class_request, usb_timeout, Endpoint, Transport, TransportError};
 use pcsc_proto::Rv;
 use std::fmt;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Stale or unusable replies dropped per command before giving up.
@@ -184,6 +186,8 @@ pub struct Stats {
 pub struct Ccid<T: Transport> {
     transport: T,
     seq: u8,
+    /// The device's counter when several slots (each with its own `Ccid`) share one device.
+    shared_seq: Option<Arc<AtomicU8>>,
     max_msg: usize,
     rx: Vec<u8>,
     tx: Vec<u8>,
@@ -207,11 +211,33 @@ impl<T: Transport> Ccid<T> {
         Ccid {
             transport,
             seq: 0,
+            shared_seq: None,
             max_msg: max_message_len,
             rx: vec![0; size],
             tx: Vec::with_capacity(max_message_len),
             gone: false,
             stats: Stats::default(),
+        }
+    }
+
+    /// A `Ccid` whose `bSeq` comes from `seq`, shared with the other slots of the same device
+    /// (ccid.md §2.6: one counter per USB device). The slots must not send commands at the same
+    /// time (the caller serialises them: one device lock).
+    pub fn with_shared_seq(transport: T, max_message_len: usize, seq: Arc<AtomicU8>) -> Self {
+        let mut c = Self::new(transport, max_message_len);
+        c.shared_seq = Some(seq);
+        c
+    }
+
+    /// Take the next `bSeq` (own or shared counter).
+    fn take_seq(&mut self) -> u8 {
+        match &self.shared_seq {
+            Some(s) => s.fetch_add(1, Ordering::SeqCst),
+            None => {
+                let seq = self.seq;
+                self.seq = self.seq.wrapping_add(1);
+                seq
+            }
         }
     }
 
@@ -225,7 +251,10 @@ impl<T: Transport> Ccid<T> {
 
     /// The `bSeq` the next command will carry.
     pub fn next_seq(&self) -> u8 {
-        self.seq
+        match &self.shared_seq {
+            Some(s) => s.load(Ordering::SeqCst),
+            None => self.seq,
+        }
     }
 
     pub fn max_message_len(&self) -> usize {
@@ -243,8 +272,7 @@ impl<T: Transport> Ccid<T> {
 
     /// Send `cmd` to `slot` and wait up to `timeout` (stretched by time extensions) for its reply.
     pub fn transact<C: Command>(&mut self, slot: u8, cmd: &C, timeout: Duration) -> Result<C::Reply, CcidError> {
-        let seq = self.seq;
-        self.seq = self.seq.wrapping_add(1);
+        let seq = self.take_seq();
         self.stats.commands += 1;
         self.send(slot, seq, cmd)?;
         let frame = match self.receive(C::NAME, slot, seq, timeout) {
@@ -309,8 +337,7 @@ impl<T: Transport> Ccid<T> {
     /// After a stall: one GetSlotStatus, errors ignored (the data toggles are reset by the
     /// clear; this flushes a reply the reader may still hold).
     fn resync(&mut self, slot: u8) {
-        let seq = self.seq;
-        self.seq = self.seq.wrapping_add(1);
+        let seq = self.take_seq();
         self.tx.clear();
         GetSlotStatus.emit(slot, seq, &mut self.tx);
         if self.transport.bulk_out(&self.tx, usb_timeout(WRITE_TIMEOUT)).is_ok() {
@@ -732,6 +759,27 @@ mod tests {
         assert_eq!(mute.rv(Op::PowerOn), Rv::W_UNRESPONSIVE_CARD);
         assert_eq!(mute.rv(Op::SetProtocol), Rv::W_UNRESPONSIVE_CARD);
         assert_eq!(mute.rv(Op::Transmit), Rv::E_NOT_TRANSACTED);
+    }
+
+    #[test]
+    fn shared_seq_counts_across_slots() {
+        let seq = Arc::new(AtomicU8::new(0xFE));
+        let mut a = Script::default();
+        a.reads.push_back(Ok(slot_status(0xFE, Status::OK_ACTIVE)));
+        a.reads.push_back(Ok(slot_status(0x00, Status::OK_ACTIVE)));
+        let mut b = Script::default();
+        let mut reply = Vec::new();
+        SlotStatus { status: Status::OK_ACTIVE, clock_status: 0 }.emit(1, 0xFF, &mut reply);
+        b.reads.push_back(Ok(reply));
+        let mut s0 = Ccid::with_shared_seq(a, 271, seq.clone());
+        let mut s1 = Ccid::with_shared_seq(b, 271, seq.clone());
+        s0.transact(0, &GetSlotStatus, T).unwrap();
+        s1.transact(1, &GetSlotStatus, T).unwrap();
+        s0.transact(0, &GetSlotStatus, T).unwrap();
+        assert_eq!(s0.next_seq(), 1);
+        assert_eq!(s1.next_seq(), 1);
+        let (a, b) = (s0.into_transport(), s1.into_transport());
+        assert_eq!((a.out[0][6], b.out[0][6], a.out[1][6]), (0xFE, 0xFF, 0x00));
     }
 
     #[test]

@@ -18,8 +18,8 @@ use super::atr::{self, Atr, AtrError, Protocol, Protocols};
 use super::descriptor::{CcidDescriptor, ExchangeLevel};
 use super::device::{self, Ccid, CcidError, Op};
 use super::message::{
-    DataBlock, ErrorCode, Escape, GetSlotStatus, IccPowerOff, IccPowerOn, IccStatus, PowerSelect, ProtocolParams, SetParameters, Status,
-    T0Params, T1Params, XfrBlock,
+    DataBlock, ErrorCode, Escape, GetSlotStatus, IccPowerOff, IccPowerOn, IccStatus, PowerSelect, ProtocolParams, Secure, SetParameters,
+    Status, T0Params, T1Params, XfrBlock,
 };
 use super::t0::{self, T0Error, T0Options};
 use super::t1::{BlockXfer, Edc, T1Error, XferError, T1};
@@ -187,16 +187,32 @@ impl<T: Transport> fmt::Debug for Slot<T> {
 impl<T: Transport> Slot<T> {
     /// Character-level and undefined-level readers are refused.
     pub fn new(transport: T, desc: CcidDescriptor, slot: u8, opts: ExchangeOptions) -> Result<Self, ExchangeError> {
+        let max = Self::message_limit(&desc);
+        Self::from_ccid(Ccid::new(transport, max), desc, slot, opts)
+    }
+
+    /// A slot over an existing `Ccid` (e.g. one made with [`Ccid::with_shared_seq`] for a
+    /// multi-slot reader; build it with [`Slot::message_limit`] as its message size).
+    pub fn from_ccid(ccid: Ccid<T>, desc: CcidDescriptor, slot: u8, opts: ExchangeOptions) -> Result<Self, ExchangeError> {
         let level = match desc.level() {
             Some(l @ (ExchangeLevel::Tpdu | ExchangeLevel::ShortApdu | ExchangeLevel::ExtendedApdu)) => l,
             other => return Err(ExchangeError::UnsupportedLevel(other)),
         };
-        // SCM firmware reports 263 instead of 271; libccid sends full short APDUs anyway.
-        let max = match desc.max_message_len() {
+        Ok(Slot { ccid, desc, level, slot, opts, card: None })
+    }
+
+    /// The message size the driver uses for a reader: `dwMaxCCIDMessageLength`, except that
+    /// SCM firmware reporting 263 instead of 271 gets 271 (libccid sends full short APDUs anyway).
+    pub fn message_limit(desc: &CcidDescriptor) -> usize {
+        match desc.max_message_len() {
             263 => 271,
             m => m,
-        };
-        Ok(Slot { ccid: Ccid::new(transport, max), desc, level, slot, opts, card: None })
+        }
+    }
+
+    /// The slot number (`bSlot`).
+    pub fn index(&self) -> u8 {
+        self.slot
     }
 
     pub fn descriptor(&self) -> &CcidDescriptor {
@@ -346,6 +362,21 @@ impl<T: Transport> Slot<T> {
             .transact(self.slot, &Escape { data }, timeout)
             .map(|r| r.data)
             .map_err(|source| ExchangeError::Ccid { op: Op::Control, source })
+    }
+
+    /// PC_to_RDR_Secure (PIN verification or modification on a pinpad; `data` starts with
+    /// bPINOperation). A failed `PIN_TIMEOUT` / `PIN_CANCELLED` becomes the fake response
+    /// `64 00` / `64 01`, as libccid (ccid.md §7.3).
+    pub fn secure(&mut self, data: &[u8], timeout: Duration) -> Result<Vec<u8>, ExchangeError> {
+        if self.card.is_none() {
+            return Err(ExchangeError::NotPowered);
+        }
+        match self.ccid.transact(self.slot, &Secure { bwi: 0, level: 0, data }, timeout) {
+            Ok(r) => Ok(r.data),
+            Err(CcidError::Failed { status, .. }) if status.error == ErrorCode::PIN_TIMEOUT => Ok(vec![0x64, 0x00]),
+            Err(CcidError::Failed { status, .. }) if status.error == ErrorCode::PIN_CANCELLED => Ok(vec![0x64, 0x01]),
+            Err(source) => Err(ExchangeError::Ccid { op: Op::Control, source }),
+        }
     }
 
     /// PPS1 to use (ccid.md §4.5 step 6): TA1 when the card's speed is above the default and the

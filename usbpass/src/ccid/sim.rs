@@ -33,14 +33,14 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 /// The card behind a simulated reader: APDU in, response APDU out.
-pub trait SimCard {
+pub trait SimCard: Send {
     /// Power-up or reset.
     fn reset(&mut self);
     /// Process one command APDU; `out` receives data + SW1 SW2.
     fn process(&mut self, apdu: &[u8], out: &mut Vec<u8>);
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "sim"))]
 impl SimCard for pcsc_bridge_tests::card::Card {
     fn reset(&mut self) {
         pcsc_bridge_tests::card::Card::reset(self)

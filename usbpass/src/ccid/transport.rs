@@ -6,6 +6,7 @@
 //! (libusb treats 0 as "forever").
 
 use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// A USB-level failure.
@@ -116,6 +117,61 @@ impl<T: Transport + ?Sized> Transport for &mut T {
     fn clear_halt(&mut self, ep: Endpoint) -> Result<(), TransportError> {
         (**self).clear_halt(ep)
     }
+}
+
+impl<T: Transport + ?Sized> Transport for Box<T> {
+    fn bulk_out(&mut self, data: &[u8], timeout: Duration) -> Result<(), TransportError> {
+        (**self).bulk_out(data, timeout)
+    }
+    fn bulk_in(&mut self, buf: &mut [u8], timeout: Duration) -> Result<usize, TransportError> {
+        (**self).bulk_in(buf, timeout)
+    }
+    fn interrupt_in(&mut self, buf: &mut [u8], timeout: Duration) -> Result<usize, TransportError> {
+        (**self).interrupt_in(buf, timeout)
+    }
+    fn max_packet_size(&self) -> usize {
+        (**self).max_packet_size()
+    }
+    fn class_out(&mut self, request: u8, value: u16, data: &[u8], timeout: Duration) -> Result<(), TransportError> {
+        (**self).class_out(request, value, data, timeout)
+    }
+    fn class_in(&mut self, request: u8, value: u16, buf: &mut [u8], timeout: Duration) -> Result<usize, TransportError> {
+        (**self).class_in(request, value, buf, timeout)
+    }
+    fn clear_halt(&mut self, ep: Endpoint) -> Result<(), TransportError> {
+        (**self).clear_halt(ep)
+    }
+}
+
+/// One transport shared by the slots of a multi-slot reader (each slot's `Ccid` holds a clone):
+/// every call locks it. Callers serialise whole commands themselves (one device lock), so the
+/// lock is never contended in the middle of a command; it only makes the sharing safe.
+impl<T: Transport + ?Sized> Transport for Arc<Mutex<T>> {
+    fn bulk_out(&mut self, data: &[u8], timeout: Duration) -> Result<(), TransportError> {
+        lock(self).bulk_out(data, timeout)
+    }
+    fn bulk_in(&mut self, buf: &mut [u8], timeout: Duration) -> Result<usize, TransportError> {
+        lock(self).bulk_in(buf, timeout)
+    }
+    fn interrupt_in(&mut self, buf: &mut [u8], timeout: Duration) -> Result<usize, TransportError> {
+        lock(self).interrupt_in(buf, timeout)
+    }
+    fn max_packet_size(&self) -> usize {
+        lock(self).max_packet_size()
+    }
+    fn class_out(&mut self, request: u8, value: u16, data: &[u8], timeout: Duration) -> Result<(), TransportError> {
+        lock(self).class_out(request, value, data, timeout)
+    }
+    fn class_in(&mut self, request: u8, value: u16, buf: &mut [u8], timeout: Duration) -> Result<usize, TransportError> {
+        lock(self).class_in(request, value, buf, timeout)
+    }
+    fn clear_halt(&mut self, ep: Endpoint) -> Result<(), TransportError> {
+        lock(self).clear_halt(ep)
+    }
+}
+
+fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Clamp a timeout to what libusb can express without meaning "forever".

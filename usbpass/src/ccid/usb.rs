@@ -14,6 +14,7 @@ use super::descriptor::{CcidDescriptor, DescriptorError};
 use super::transport::{usb_timeout, Endpoint, Transport, TransportError};
 use rusb::{Context, Device, DeviceHandle, Direction, TransferType, UsbContext};
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Interface class of CCID.
@@ -60,6 +61,23 @@ pub struct CcidInterface {
     pub descriptor: Result<CcidDescriptor, DescriptorError>,
     /// `iInterface` index, for the pcscd-style reader name.
     pub interface_string: Option<u8>,
+    /// `iManufacturer`, `iProduct`, `iSerialNumber` indexes.
+    pub manufacturer_string: Option<u8>,
+    pub product_string: Option<u8>,
+    pub serial_string: Option<u8>,
+    /// Port numbers from the root hub (sysfs-style path `bus-p1.p2...`), for logs.
+    pub ports: Vec<u8>,
+}
+
+impl CcidInterface {
+    /// `bus-port.port…` (the sysfs name of the device), or `bus:address` without port numbers.
+    pub fn path(&self) -> String {
+        if self.ports.is_empty() {
+            return format!("{}:{}", self.bus, self.address);
+        }
+        let ports: Vec<String> = self.ports.iter().map(|p| p.to_string()).collect();
+        format!("{}-{}", self.bus, ports.join("."))
+    }
 }
 
 /// Why a device could not be opened.
@@ -137,6 +155,10 @@ pub fn discover(ctx: &Context) -> Result<Vec<(Device<Context>, CcidInterface)>, 
                     eps.iter().map(|e| e.extra().unwrap_or(&[])).collect::<Vec<_>>().into_iter(),
                 ),
                 interface_string: alt.description_string_index(),
+                manufacturer_string: dd.manufacturer_string_index(),
+                product_string: dd.product_string_index(),
+                serial_string: dd.serial_number_string_index(),
+                ports: dev.port_numbers().unwrap_or_default(),
             };
             for e in &eps {
                 match (e.transfer_type(), e.direction()) {
@@ -157,7 +179,7 @@ pub fn discover(ctx: &Context) -> Result<Vec<(Device<Context>, CcidInterface)>, 
 
 /// One claimed CCID interface.
 pub struct RusbTransport {
-    handle: DeviceHandle<Context>,
+    handle: Arc<DeviceHandle<Context>>,
     interface: u8,
     bulk_in: u8,
     bulk_out: u8,
@@ -197,7 +219,14 @@ impl RusbTransport {
             e => OpenError::Usb(map_err(e)),
         })?;
         // libccid polls the interrupt pipe only with bInterfaceProtocol 0 and 3 endpoints.
-        Ok(RusbTransport { handle, interface: info.interface, bulk_in, bulk_out, interrupt: info.interrupt, mps: info.max_packet_size })
+        Ok(RusbTransport {
+            handle: Arc::new(handle),
+            interface: info.interface,
+            bulk_in,
+            bulk_out,
+            interrupt: info.interrupt,
+            mps: info.max_packet_size,
+        })
     }
 
     /// Read a string descriptor (ASCII), e.g. iManufacturer, iSerialNumber, iInterface.
@@ -205,8 +234,45 @@ impl RusbTransport {
         self.handle.read_string_descriptor_ascii(index).ok()
     }
 
+    /// Read a string descriptor in the device's first language, decoded from UTF-16 (what the
+    /// kernel keeps in sysfs, where pcscd takes reader names from). `None`: index 0 or unreadable.
+    pub fn unicode_string(&self, index: Option<u8>) -> Option<String> {
+        let index = index.filter(|i| *i != 0)?;
+        let timeout = Duration::from_secs(1);
+        let lang = self.handle.read_languages(timeout).ok().and_then(|l| l.first().copied());
+        match lang {
+            Some(lang) => self.handle.read_string_descriptor(lang, index, timeout).ok(),
+            None => self.string(index),
+        }
+    }
+
     pub fn handle(&self) -> &DeviceHandle<Context> {
         &self.handle
+    }
+
+    /// A second, independent reader of the interrupt endpoint (NotifySlotChange), usable from
+    /// another thread while bulk transfers go on (libusb is thread-safe). `None` without one.
+    pub fn interrupt_reader(&self) -> Option<RusbInterrupt> {
+        self.interrupt.map(|endpoint| RusbInterrupt { handle: self.handle.clone(), endpoint })
+    }
+}
+
+/// Reads the interrupt-IN endpoint of a claimed interface (see [`RusbTransport::interrupt_reader`]).
+pub struct RusbInterrupt {
+    handle: Arc<DeviceHandle<Context>>,
+    endpoint: u8,
+}
+
+impl RusbInterrupt {
+    /// One interrupt transfer.
+    pub fn read(&self, buf: &mut [u8], timeout: Duration) -> Result<usize, TransportError> {
+        self.handle.read_interrupt(self.endpoint, buf, usb_timeout(timeout)).map_err(map_err)
+    }
+}
+
+impl fmt::Debug for RusbInterrupt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RusbInterrupt").field("endpoint", &self.endpoint).finish()
     }
 }
 
