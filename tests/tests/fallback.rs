@@ -89,6 +89,15 @@ fn starts_usbpass_once_and_shares_it() {
     // Three processes of "the app" at once.
     let children: Vec<_> = (0..3).map(|_| run()).collect();
     let outs: Vec<_> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+    // `pcsc-bridge doctor` names the backend in use.
+    let doctor = built("PCSC_BRIDGE_BIN", &["release/pcsc-bridge", "debug/pcsc-bridge"]).map(|bin| {
+        Command::new(bin)
+            .arg("doctor")
+            .env("PCSCLITE_CSOCK_NAME", work.join("no-pcscd-here.comm"))
+            .env("PCSC_BRIDGE_USBPASS_SOCKET", &sock)
+            .output()
+            .expect("pcsc-bridge doctor")
+    });
     let started = std::fs::read_to_string(&pids).unwrap_or_default();
     let started: Vec<i32> = started.lines().filter_map(|l| l.trim().parse().ok()).collect();
     // Stop what the stand-in started (its PID became usbpass's through exec).
@@ -102,5 +111,12 @@ fn starts_usbpass_once_and_shares_it() {
         assert!(out.contains("SELECT 9000"), "{out}");
     }
     assert_eq!(started.len(), 1, "usbpass started {} times", started.len());
+    match doctor {
+        Some(d) => {
+            let text = String::from_utf8_lossy(&d.stdout);
+            assert!(text.contains("usbpass (USB readers, no pcscd)"), "{text}");
+        }
+        None => println!("SKIP (doctor part): pcsc-bridge not built"),
+    }
     std::fs::remove_dir_all(&work).ok();
 }

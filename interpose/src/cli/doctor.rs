@@ -598,6 +598,43 @@ fn served_by(p: &Probe) -> String {
     }
 }
 
+/// usbpass's socket as the library's fallback computes it (interpose/src/fallback.rs).
+fn usbpass_socket() -> PathBuf {
+    if let Some(p) = env_str("PCSC_BRIDGE_USBPASS_SOCKET").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    match env_str("XDG_RUNTIME_DIR").filter(|p| !p.is_empty()) {
+        Some(d) => Path::new(&d).join("pcsc-bridge/usbpass.comm"),
+        // SAFETY: getuid has no preconditions.
+        None => PathBuf::from(format!("/tmp/pcsc-bridge-{}/usbpass.comm", unsafe { libc::getuid() })),
+    }
+}
+
+fn usb_visible() -> bool {
+    let Ok(buses) = std::fs::read_dir("/dev/bus/usb") else { return false };
+    buses.flatten().any(|b| std::fs::read_dir(b.path()).map(|mut d| d.next().is_some()).unwrap_or(false))
+}
+
+/// Which backend serves PC/SC here: a daemon (pcscd or the usbpass proxy), or
+/// usbpass driving USB readers itself.
+fn backend_check(socket_ok: bool, cfg: &ClientConfig) -> Check {
+    if socket_ok {
+        return Check::new("backend", Status::Info, format!("a daemon at {}", cfg.socket.display()));
+    }
+    let p = usbpass_socket();
+    if std::os::unix::net::UnixStream::connect(&p).is_ok() {
+        return Check::new("backend", Status::Info, format!("usbpass (USB readers, no pcscd) at {}", p.display()));
+    }
+    if usb_visible() {
+        return Check::new(
+            "backend",
+            Status::Info,
+            format!("none running: no pcscd, USB devices visible: pcsc-bridge starts usbpass on the first PC/SC call ({})", p.display()),
+        );
+    }
+    Check::new("backend", Status::Info, "none: no daemon socket and no USB device visible")
+}
+
 pub fn diagnose(o: &DoctorOpts) -> Report {
     let mut r = Report::default();
     let sb = sandbox();
@@ -631,6 +668,7 @@ pub fn diagnose(o: &DoctorOpts) -> Report {
     let routes = routes(&cfg.socket);
     let socket_ok = check_socket(&mut r, &cfg, source, &sb, routes.proxy);
     let daemon = if socket_ok { check_daemon(&mut r, &cfg) } else { None };
+    r.push(backend_check(socket_ok, &cfg));
 
     let copies = library_copies();
     check_routes(&mut r, &routes, &copies);
