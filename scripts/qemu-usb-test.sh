@@ -2,6 +2,7 @@
 # qemu-usb-test.sh: end-to-end test of the USB CCID path (issue 5) in a QEMU guest.
 #
 #   qemu-usb-test.sh [--quick] [--phases LIST] [--no-build] [--rebuild] [--timeout SEC] [--keep]
+#   qemu-usb-test.sh --bench [--phases LIST] [--no-build] [--timeout SEC] [--keep]
 #
 # The guest gets QEMU's emulated reader (`-device qemu-xhci -device usb-ccid,serial=PCSCBRIDGE01
 # -device ccid-card-passthru,chardev=ccid`), software emulation only (`-accel tcg`; /dev/kvm here
@@ -38,6 +39,17 @@
 #   --timeout SEC  host-side limit for the guest (default 240; the guest's own watchdog fires
 #                  15 s earlier)
 #   --keep         keep the run folder's big files (initrd) too
+#   --bench        benchmark instead of the e2e cases (issue 5 part 7), same guest and reader: per
+#                  phase, cold start = the daemon's process start (`pcscd -f` + libccid, or `usbpass
+#                  serve`) to the first APDU answered, seen by a client polling EstablishContext/
+#                  ListReaders/Connect/Transmit every 5 ms (BENCH_COLD runs, default 5, median; a USB
+#                  port reset before each, the card stays in), then on the last run's daemon the
+#                  median round trip of BENCH_APDUS (default 200) echo APDUs `80 01 00 00 08 <8 bytes>`
+#                  (10-byte answer, far from the 64-byte quirk) timed in pyscard with perf_counter.
+#                  Prints `usb-bench apdu: reference X ms, usbpass Y ms, ratio Y/X` and the same for
+#                  cold-start. Under TCG absolute times are slow; the ratios are what matter. Never
+#                  fails on a ratio (exit 2 only when a number is missing). Daemons run without
+#                  debug logs (USBPASS_LOG default warn).
 #
 # Cache (CACHE = $PCSC_BRIDGE_QEMU_CACHE, default /var/cache/pcsc-bridge/qemu): the guest kernel
 # (linux-image-6.1.0-NN-amd64 from apt: uncompressed vmlinux, which boots through its PVH entry,
@@ -61,7 +73,7 @@ TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 PY=/usr/bin/python3
 SERIAL=PCSCBRIDGE01
 
-PHASES=ref,usbpass BUILD=1 REBUILD=0 TIMEOUT=240 KEEP=0
+PHASES=ref,usbpass BUILD=1 REBUILD=0 TIMEOUT=240 KEEP=0 BENCH=0
 T_START=$(date +%s%3N)
 
 secs() { local d=$(($(date +%s%3N) - $1)); printf '%d.%d' $((d / 1000)) $((d % 1000 / 100)); }
@@ -77,6 +89,7 @@ while [ $# -gt 0 ]; do
         --rebuild) REBUILD=1 ;;
         --timeout) TIMEOUT=${2:?}; shift ;;
         --keep) KEEP=1 ;;
+        --bench) BENCH=1 ;;
         -h|--help) usage ;;
         *) echo "qemu-usb-test: unknown argument $1" >&2; usage ;;
     esac
@@ -231,8 +244,17 @@ make_overlay() {
     {
         echo "PHASES='${PHASES//,/ }'"
         echo "WATCHDOG=$((TIMEOUT - 15))"
-        echo "USBPASS_LOG='${USBPASS_LOG:-debug}'"
+        if [ "$BENCH" = 1 ]; then
+            echo "USBPASS_LOG='${USBPASS_LOG:-warn}'"
+        else
+            echo "USBPASS_LOG='${USBPASS_LOG:-debug}'"
+        fi
+        echo "export BENCH=$BENCH BENCH_APDUS=${BENCH_APDUS:-200} BENCH_COLD=${BENCH_COLD:-5}"
     } >"$ov/qemu-test/env"
+    if [ "$BENCH" = 1 ]; then
+        write_bench >"$ov/qemu-test/bench.py"
+        chmod 755 "$ov/qemu-test/bench.py"
+    fi
     if [ -n "$USBPASS_BIN" ] && [[ $PHASES == *usbpass* ]]; then
         mkdir -p "$ov/qemu-test/usbpass/lib"
         cp "$USBPASS_BIN" "$ov/qemu-test/usbpass/usbpass"
@@ -285,7 +307,7 @@ else
 fi
 first=1
 for ph in $PHASES; do
-    if [ $first = 0 ]; then
+    if [ $first = 0 ] && [ "$BENCH" != 1 ]; then
         # A clean reader for the next phase: USB port reset (QEMU resets the device's state).
         usbreset 08e6:4433 >/dev/null 2>&1 || echo "@@ERROR usbreset failed"
         $B sleep 0.3
@@ -295,12 +317,18 @@ for ph in $PHASES; do
     echo "@@PHASE $ph $(up)"
     dead=""
     case $ph in
-        ref) daemon="/usr/sbin/pcscd -f -d" ;;
+        ref) daemon="/usr/sbin/pcscd -f -d"; [ "$BENCH" = 1 ] && daemon="/usr/sbin/pcscd -f" ;;
         usbpass)
             daemon="/usr/bin/env USBPASS_LOG=$USBPASS_LOG LD_LIBRARY_PATH=/qemu-test/usbpass/lib /qemu-test/usbpass/usbpass serve --listen /run/pcscd/pcscd.comm"
             [ -x /qemu-test/usbpass/usbpass ] || dead="usbpass binary not available (not built?)" ;;
     esac
-    if [ -n "$dead" ]; then
+    if [ "$BENCH" = 1 ]; then
+        if [ -n "$dead" ]; then
+            echo "@@BENCH $ph dead $dead"
+        else
+            $B timeout 150 /usr/bin/python3 /qemu-test/bench.py "$ph" "$daemon"
+        fi
+    elif [ -n "$dead" ]; then
         /usr/bin/python3 /qemu-test/cases.py "$ph" --dead "$dead"
     else
         $B timeout 100 /usr/bin/python3 /qemu-test/cases.py "$ph" --daemon "$daemon"
@@ -685,6 +713,126 @@ if daemon is not None:
 EOF
 }
 
+write_bench() {
+    cat <<'EOF'
+#!/usr/bin/python3
+# Guest side of scripts/qemu-usb-test.sh --bench: cold start and APDU round trip of one stack.
+#   bench.py PHASE 'DAEMON CMD...'
+# Output: @@BENCH PHASE cold RUN MS | @@BENCH PHASE apdu N MEDIAN_MS P10 P90 ERRORS | @@BENCH PHASE error TEXT
+import glob, os, shlex, subprocess, sys, time
+from smartcard.scard import *  # imported before any timing
+
+phase, cmd = sys.argv[1], sys.argv[2]
+N = int(os.environ.get("BENCH_APDUS", "200"))
+COLD = max(1, int(os.environ.get("BENCH_COLD", "5")))
+DATA = bytes(range(0x11, 0x19))
+ECHO = [0x80, 0x01, 0x00, 0x00, len(DATA)] + list(DATA)
+WANT = list(DATA) + [0x90, 0x00]
+
+def out(s):
+    sys.stdout.write(s + "\n")
+    sys.stdout.flush()
+
+def reader_present():
+    for f in glob.glob("/sys/bus/usb/devices/*/bInterfaceClass"):
+        try:
+            if open(f).read().strip() == "0b":
+                return True
+        except OSError:
+            pass
+    return False
+
+def usb_reset():
+    """Same reader state before every start: USB port reset (the card stays inserted)."""
+    subprocess.run(["usbreset", "08e6:4433"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.3)
+    end = time.monotonic() + 15
+    while not reader_present():
+        if time.monotonic() > end:
+            out("@@BENCH %s error reader gone after usbreset" % phase)
+            return
+        time.sleep(0.05)
+
+def try_once():
+    """EstablishContext, ListReaders, Connect, Transmit: the handles if the APDU was answered."""
+    hr, ctx = SCardEstablishContext(SCARD_SCOPE_USER)
+    if hr != SCARD_S_SUCCESS:
+        return None
+    hr, readers = SCardListReaders(ctx, [])
+    if hr == SCARD_S_SUCCESS and readers:
+        hr, card, proto = SCardConnect(ctx, readers[0], SCARD_SHARE_SHARED,
+                                       SCARD_PROTOCOL_T0 | SCARD_PROTOCOL_T1)
+        if hr == SCARD_S_SUCCESS:
+            hr, resp = SCardTransmit(card, proto, ECHO)
+            if hr == SCARD_S_SUCCESS and list(resp) == WANT:
+                return ctx, card, proto
+            SCardDisconnect(card, SCARD_LEAVE_CARD)
+    SCardReleaseContext(ctx)
+    return None
+
+def stop(d):
+    d.terminate()
+    try:
+        d.wait(5)
+    except subprocess.TimeoutExpired:
+        d.kill()
+        d.wait()
+
+daemon = handles = None
+for run in range(COLD):
+    usb_reset()
+    for f in ("/run/pcscd/pcscd.comm", "/run/pcscd/pcscd.pid"):
+        try:
+            os.unlink(f)
+        except OSError:
+            pass
+    log = open("/tmp/%s-bench-%d.log" % (phase, run), "wb")
+    t0 = time.monotonic()
+    daemon = subprocess.Popen(shlex.split(cmd), stdout=log, stderr=subprocess.STDOUT)
+    open("/tmp/%s.pid" % phase, "w").write(str(daemon.pid))
+    handles = None
+    while handles is None and time.monotonic() - t0 < 30 and daemon.poll() is None:
+        handles = try_once()
+        if handles is None:
+            time.sleep(0.005)
+    ms = (time.monotonic() - t0) * 1000
+    if handles is None:
+        tail = " | ".join(open(log.name, errors="replace").read().strip().splitlines()[-3:])
+        out("@@BENCH %s error cold start %d: no APDU answered after %.0f ms (daemon rc %s) %s"
+            % (phase, run, ms, daemon.poll(), tail[:300]))
+        stop(daemon)
+        sys.exit(1)
+    out("@@BENCH %s cold %d %.1f" % (phase, run, ms))
+    if run < COLD - 1:
+        ctx, card, _ = handles
+        SCardDisconnect(card, SCARD_LEAVE_CARD)
+        SCardReleaseContext(ctx)
+        stop(daemon)
+
+ctx, card, proto = handles
+for _ in range(20):  # warm-up
+    SCardTransmit(card, proto, ECHO)
+times, errors = [], 0
+for _ in range(N):
+    t = time.perf_counter()
+    hr, resp = SCardTransmit(card, proto, ECHO)
+    times.append((time.perf_counter() - t) * 1000)
+    if hr != SCARD_S_SUCCESS or list(resp) != WANT:
+        errors += 1
+times.sort()
+q = lambda f: times[min(len(times) - 1, int(f * len(times)))]
+out("@@BENCH %s apdu %d %.3f %.3f %.3f %d" % (phase, N, q(0.5), q(0.1), q(0.9), errors))
+SCardDisconnect(card, SCARD_LEAVE_CARD)
+SCardReleaseContext(ctx)
+stop(daemon)
+lines = open(log.name, errors="replace").read().splitlines()
+out("@@LOG %s daemon (last run): %d lines (rc %s)" % (phase, len(lines), daemon.returncode))
+for l in lines[:60]:
+    out("  " + l[:300])
+out("@@ENDLOG")
+EOF
+}
+
 # ---------------------------------------------------------------------------------------------
 # Run the guest
 run_guest() {
@@ -890,6 +1038,50 @@ sys.exit(1 if nfail else 0)
 EOF
 }
 
+# Benchmark results (--bench): console.log -> report.txt; exit 2 if a number is missing.
+evaluate_bench() {
+    "$PY" - "$RUN" "$PHASES" <<'EOF'
+import os, statistics, sys
+run, phases = sys.argv[1], sys.argv[2].split(",")
+con = open(os.path.join(run, "console.log"), errors="replace").read().splitlines()
+cold, apdu, out = {}, {}, []
+missing = False
+def say(s):
+    out.append(s)
+    print(s)
+for l in con:
+    if l.startswith(("@@BOOT", "@@USB", "@@END ")):
+        say("   " + l[2:])
+    elif l.startswith(("@@ERROR", "@@WATCHDOG", "@@HOST_TIMEOUT", "@@HOST_ERROR")) or "Kernel panic" in l:
+        say("!! " + l.lstrip("@"))
+    elif l.startswith("@@BENCH "):
+        p = l.split()
+        if p[2] == "cold":
+            cold.setdefault(p[1], []).append(float(p[4]))
+        elif p[2] == "apdu":
+            apdu[p[1]] = [float(x) for x in p[4:7]] + [int(p[3]), int(p[7])]
+        else:
+            say("!! %s: %s" % (p[1], " ".join(p[2:])))
+name = {"ref": "reference", "usbpass": "usbpass"}
+for ph in phases:
+    c, a = cold.get(ph), apdu.get(ph)
+    say("   %s: cold start runs %s ms; apdu %s" % (name[ph], ", ".join("%.0f" % x for x in c) if c else "-",
+        "median %.3f ms, p10 %.3f, p90 %.3f, n %d, errors %d" % tuple(a) if a else "-"))
+    if not (c and a):
+        missing = True
+def line(what, r, u, fmt):
+    parts = ["%s %s" % (n, fmt % v if v is not None else "n/a") for n, v in (("reference", r), ("usbpass", u))]
+    ratio = "%.2f" % (u / r) if r and u is not None else "n/a"
+    say("usb-bench %s: %s, ratio %s" % (what, ", ".join(parts), ratio))
+if "ref" in phases and "usbpass" in phases:
+    med = lambda ph: statistics.median(cold[ph]) if ph in cold else None
+    line("apdu", apdu.get("ref", [None])[0], apdu.get("usbpass", [None])[0], "%.2f ms")
+    line("cold-start", med("ref"), med("usbpass"), "%.0f ms")
+open(os.path.join(run, "report.txt"), "w").write("\n".join(out) + "\n")
+sys.exit(2 if missing else 0)
+EOF
+}
+
 # ---------------------------------------------------------------------------------------------
 ensure_host_packages
 mkdir -p "$CACHE"
@@ -910,6 +1102,11 @@ make_overlay
 log "initrd: $(du -h "$RUN/initrd" | cut -f1) (root $(du -h "$CACHE/rootfs.cpio" | cut -f1) + run $(du -h "$RUN/overlay.cpio" | cut -f1)), kernel $(cat "$CACHE/kernel/package")"
 run_guest
 rc=0
+if [ "$BENCH" = 1 ]; then
+    evaluate_bench || rc=$?
+    log "total $(secs "$T_START")s; logs: $RUN"
+    exit "$rc"
+fi
 evaluate || rc=$?
 log "total $(secs "$T_START")s; logs: $RUN"
 if [[ $PHASES == *usbpass* ]]; then

@@ -42,7 +42,7 @@ step "version matrix" scripts/matrix.sh --lib "$LIB"
 step "proxy: host pcscd restart under a sandboxed client" scripts/proxy-restart-test.sh
 step "real Flatpak" scripts/flatpak-test.sh --glibc-floor
 step "USB path: usbpass vs pcscd+libccid on QEMU's usb-ccid reader" scripts/qemu-usb-test.sh
-step "benchmarks (quick; informative, never fail on a ratio)" sh -c 'scripts/bench.sh --quick --lib "$PCSC_BRIDGE_LIB" && scripts/bench-proxy.sh --quick'
+step "benchmarks (quick; informative, never fail on a ratio)" sh -c 'scripts/bench.sh --quick --lib "$PCSC_BRIDGE_LIB" && scripts/bench-proxy.sh --quick && scripts/qemu-usb-test.sh --bench --no-build'
 step "fuzz (bounded)" scripts/fuzz.sh 15
 
 echo
