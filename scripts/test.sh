@@ -36,6 +36,7 @@ LIB=$ROOT/target/x86_64-unknown-linux-gnu/release/libpcscbridge.so
 step "build the shipped library (glibc 2.17)" scripts/build-so.sh
 [ -f "$LIB" ] || LIB=$ROOT/target/release/libpcscbridge.so
 export PCSC_BRIDGE_LIB=$LIB
+step "clippy and rustfmt" sh -c 'cargo clippy --workspace --all-targets --release --quiet -- -D warnings && cargo fmt --check'
 step "cargo test" cargo test --workspace --release -- --test-threads=2
 step "exported symbols and glibc floor" env GLIBC_FLOOR=2.17 scripts/check-symbols.sh "$LIB"
 step "version matrix" scripts/matrix.sh --lib "$LIB"

@@ -5,7 +5,9 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use pcsc_proto::client::{AttrResult, CardStatus, ClientConfig, Context, ControlResult, ReaderStateQuery, TransmitResult};
+use pcsc_proto::client::{
+    AttrResult, CardStatus, ClientConfig, Context, ControlResult, ReaderStateQuery, TransmitResult,
+};
 use pcsc_proto::consts::{DEFAULT_READER_GROUPS, MAX_BUFFER_SIZE, MAX_BUFFER_SIZE_EXTENDED, MAX_READERNAME};
 use pcsc_proto::Rv;
 
@@ -94,7 +96,12 @@ pub fn is_valid(h: SCARDCONTEXT) -> Rv {
 /// `SCardConnect` after the pointer checks. `Ok` when the daemon answered:
 /// `(rv, card handle if connected, active protocol)`; upstream hands the
 /// protocol of the reply to the app even when the daemon refused.
-pub fn connect(h: SCARDCONTEXT, reader: &[u8], share: u32, protocols: u32) -> Result<(Rv, Option<SCARDHANDLE>, u32), Rv> {
+pub fn connect(
+    h: SCARDCONTEXT,
+    reader: &[u8],
+    share: u32,
+    protocols: u32,
+) -> Result<(Rv, Option<SCARDHANDLE>, u32), Rv> {
     if reader.len() > MAX_READERNAME {
         return Err(Rv::E_INVALID_VALUE);
     }

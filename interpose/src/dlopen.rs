@@ -58,6 +58,7 @@ fn self_path() -> *const c_char {
     if !cur.is_null() {
         return cur;
     }
+    // SAFETY: Dl_info is plain data (pointers and integers): all zeroes is valid.
     let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
     // SAFETY: dladdr writes into `info`; the address is a function of ours.
     let ok = unsafe { libc::dladdr(is_pcsclite_name as *const c_void, &mut info) };
@@ -73,8 +74,11 @@ fn self_path() -> *const c_char {
 /// Called by the trampoline with `dlopen`'s file name; returns the file name to
 /// pass on. Resolves the real `dlopen` first, so the trampoline can jump to it.
 /// Never unwinds.
+///
+/// # Safety
+/// `filename` is NULL or a NUL-terminated string (`dlopen`'s contract).
 #[no_mangle]
-pub extern "C" fn pcsc_bridge_dlopen_filter(filename: *const c_char) -> *const c_char {
+pub unsafe extern "C" fn pcsc_bridge_dlopen_filter(filename: *const c_char) -> *const c_char {
     let r = std::panic::catch_unwind(|| {
         resolve_real();
         if filename.is_null() {
@@ -138,7 +142,10 @@ mod tests {
     #[test]
     fn filter_passes_other_names_through() {
         let n = c"libm.so.6";
-        assert_eq!(pcsc_bridge_dlopen_filter(n.as_ptr()), n.as_ptr());
-        assert!(pcsc_bridge_dlopen_filter(std::ptr::null()).is_null());
+        // SAFETY: a NUL-terminated string, and NULL.
+        unsafe {
+            assert_eq!(pcsc_bridge_dlopen_filter(n.as_ptr()), n.as_ptr());
+            assert!(pcsc_bridge_dlopen_filter(std::ptr::null()).is_null());
+        }
     }
 }

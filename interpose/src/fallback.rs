@@ -55,6 +55,7 @@ pub fn reachable(path: &Path) -> bool {
 
 /// This library's own file (where `usbpass` is looked for first).
 fn self_dir() -> Option<PathBuf> {
+    // SAFETY: Dl_info is plain data (pointers and integers): all zeroes is valid.
     let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
     // SAFETY: dladdr writes into `info`; the address is a function of ours.
     let ok = unsafe { libc::dladdr(usb_visible as *const libc::c_void, &mut info) };
@@ -128,7 +129,8 @@ pub fn usbpass_config(base: &ClientConfig) -> Option<ClientConfig> {
     let _ = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir);
     // One start per sandbox: whoever holds the lock starts it, the others then
     // find it listening.
-    let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path.with_extension("lock")).ok()?;
+    let lock =
+        std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path.with_extension("lock")).ok()?;
     // SAFETY: flock on a descriptor we own; released when `lock` is closed.
     unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
     let ok = reachable(&path) || {

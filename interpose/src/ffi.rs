@@ -95,7 +95,12 @@ unsafe fn send_slice<'a>(p: *const u8, len: DWORD) -> Option<&'a [u8]> {
 /// # Safety
 /// `phContext` NULL or writable.
 #[no_mangle]
-pub unsafe extern "C" fn SCardEstablishContext(dwScope: DWORD, pvReserved1: *const c_void, pvReserved2: *const c_void, phContext: *mut SCARDCONTEXT) -> LONG {
+pub unsafe extern "C" fn SCardEstablishContext(
+    dwScope: DWORD,
+    pvReserved1: *const c_void,
+    pvReserved2: *const c_void,
+    phContext: *mut SCARDCONTEXT,
+) -> LONG {
     let _ = (pvReserved1, pvReserved2);
     ffi_boundary("SCardEstablishContext", || {
         if !api::daemon_available() {
@@ -250,7 +255,12 @@ pub unsafe extern "C" fn SCardStatus(
 /// # Safety
 /// `rgReaderStates` valid for `cReaders` entries with C-string names.
 #[no_mangle]
-pub unsafe extern "C" fn SCardGetStatusChange(hContext: SCARDCONTEXT, dwTimeout: DWORD, rgReaderStates: *mut SCARD_READERSTATE, cReaders: DWORD) -> LONG {
+pub unsafe extern "C" fn SCardGetStatusChange(
+    hContext: SCARDCONTEXT,
+    dwTimeout: DWORD,
+    rgReaderStates: *mut SCARD_READERSTATE,
+    cReaders: DWORD,
+) -> LONG {
     ffi_boundary("SCardGetStatusChange", || {
         if (rgReaderStates.is_null() && cReaders > 0) || cReaders as usize > MAX_READERS_CONTEXTS {
             return Rv::E_INVALID_PARAMETER;
@@ -260,7 +270,8 @@ pub unsafe extern "C" fn SCardGetStatusChange(hContext: SCARDCONTEXT, dwTimeout:
         let mut current = [0u32; MAX_READERS_CONTEXTS];
         for (i, cur) in current.iter_mut().enumerate().take(n) {
             // SAFETY: i < cReaders entries (C contract); fields read in place.
-            let (name, state) = unsafe { (addr_of!((*entry(i)).szReader).read(), addr_of!((*entry(i)).dwCurrentState).read()) };
+            let (name, state) =
+                unsafe { (addr_of!((*entry(i)).szReader).read(), addr_of!((*entry(i)).dwCurrentState).read()) };
             if name.is_null() {
                 return Rv::E_INVALID_VALUE;
             }
@@ -275,7 +286,13 @@ pub unsafe extern "C" fn SCardGetStatusChange(hContext: SCARDCONTEXT, dwTimeout:
                 let name = unsafe { CStr::from_ptr(addr_of!((*entry(i)).szReader).read()) };
                 // SAFETY: as above.
                 let event = unsafe { addr_of!((*entry(i)).dwEventState).read() };
-                ReaderStateQuery { name: name.to_bytes().to_vec(), current_state: current[i], event_state: wire(event), atr: [0; MAX_ATR_SIZE], atr_len: ATR_UNTOUCHED }
+                ReaderStateQuery {
+                    name: name.to_bytes().to_vec(),
+                    current_state: current[i],
+                    event_state: wire(event),
+                    atr: [0; MAX_ATR_SIZE],
+                    atr_len: ATR_UNTOUCHED,
+                }
             })
             .collect();
         let before: Vec<u32> = queries.iter().map(|q| q.event_state).collect();
@@ -325,7 +342,12 @@ pub unsafe extern "C" fn SCardControl(
         };
         let mut scratch = vec![0u8; (cbRecvLength as usize).min(MAX_BUFFER_SIZE_EXTENDED)];
         let r = api::control(hCard, wire(dwControlCode), send, &mut scratch);
-        tracing::trace!(code = format_args!("{:#010X}", wire(dwControlCode)), sent = send.len(), returned = r.len, "control");
+        tracing::trace!(
+            code = format_args!("{:#010X}", wire(dwControlCode)),
+            sent = send.len(),
+            returned = r.len,
+            "control"
+        );
         if r.rv == Rv::SUCCESS && r.len > 0 {
             match NonNull::new(pbRecvBuffer.cast::<u8>()) {
                 // SAFETY: C contract: cbRecvLength >= r.len writable bytes.
@@ -356,7 +378,9 @@ pub unsafe extern "C" fn SCardTransmit(
 ) -> LONG {
     ffi_boundary("SCardTransmit", || {
         // SAFETY: C contract.
-        let (Some(spci), Some(recv_ptr), Some(rlen)) = (unsafe { pioSendPci.as_ref() }, NonNull::new(pbRecvBuffer), unsafe { pcbRecvLength.as_mut() }) else {
+        let (Some(spci), Some(recv_ptr), Some(rlen)) =
+            (unsafe { pioSendPci.as_ref() }, NonNull::new(pbRecvBuffer), unsafe { pcbRecvLength.as_mut() })
+        else {
             return Rv::E_INVALID_PARAMETER;
         };
         // SAFETY: C contract for the send buffer.
@@ -393,7 +417,11 @@ pub unsafe extern "C" fn SCardTransmit(
 /// # Safety
 /// `mszGroups` valid for `*pcchGroups` bytes (or a pointer for AUTOALLOCATE).
 #[no_mangle]
-pub unsafe extern "C" fn SCardListReaderGroups(hContext: SCARDCONTEXT, mszGroups: *mut c_char, pcchGroups: *mut DWORD) -> LONG {
+pub unsafe extern "C" fn SCardListReaderGroups(
+    hContext: SCARDCONTEXT,
+    mszGroups: *mut c_char,
+    pcchGroups: *mut DWORD,
+) -> LONG {
     ffi_boundary("SCardListReaderGroups", || {
         let groups = match api::list_reader_groups(hContext) {
             Ok(g) => g,
@@ -411,7 +439,12 @@ pub unsafe extern "C" fn SCardListReaderGroups(hContext: SCARDCONTEXT, mszGroups
 /// # Safety
 /// `mszReaders` valid for `*pcchReaders` bytes (or a pointer for AUTOALLOCATE).
 #[no_mangle]
-pub unsafe extern "C" fn SCardListReaders(hContext: SCARDCONTEXT, mszGroups: *const c_char, mszReaders: *mut c_char, pcchReaders: *mut DWORD) -> LONG {
+pub unsafe extern "C" fn SCardListReaders(
+    hContext: SCARDCONTEXT,
+    mszGroups: *const c_char,
+    mszReaders: *mut c_char,
+    pcchReaders: *mut DWORD,
+) -> LONG {
     let _ = mszGroups;
     ffi_boundary("SCardListReaders", || {
         // SAFETY: C contract.
@@ -453,7 +486,12 @@ pub unsafe extern "C" fn SCardCancel(hContext: SCARDCONTEXT) -> LONG {
 /// # Safety
 /// `pbAttr` valid for `*pcbAttrLen` bytes (or a pointer for AUTOALLOCATE).
 #[no_mangle]
-pub unsafe extern "C" fn SCardGetAttrib(hCard: SCARDHANDLE, dwAttrId: DWORD, pbAttr: *mut u8, pcbAttrLen: *mut DWORD) -> LONG {
+pub unsafe extern "C" fn SCardGetAttrib(
+    hCard: SCARDHANDLE,
+    dwAttrId: DWORD,
+    pbAttr: *mut u8,
+    pcbAttrLen: *mut DWORD,
+) -> LONG {
     ffi_boundary("SCardGetAttrib", || {
         // SAFETY: C contract.
         let Some(len) = (unsafe { pcbAttrLen.as_mut() }) else { return Rv::E_INVALID_PARAMETER };
@@ -508,7 +546,12 @@ pub unsafe extern "C" fn SCardGetAttrib(hCard: SCARDHANDLE, dwAttrId: DWORD, pbA
 /// # Safety
 /// `pbAttr` readable for `cbAttrLen` bytes.
 #[no_mangle]
-pub unsafe extern "C" fn SCardSetAttrib(hCard: SCARDHANDLE, dwAttrId: DWORD, pbAttr: *const u8, cbAttrLen: DWORD) -> LONG {
+pub unsafe extern "C" fn SCardSetAttrib(
+    hCard: SCARDHANDLE,
+    dwAttrId: DWORD,
+    pbAttr: *const u8,
+    cbAttrLen: DWORD,
+) -> LONG {
     ffi_boundary("SCardSetAttrib", || {
         if pbAttr.is_null() || cbAttrLen == 0 {
             return Rv::E_INVALID_PARAMETER;

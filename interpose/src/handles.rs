@@ -107,10 +107,7 @@ fn seed() -> u32 {
     // that a handle from another process is unlikely to be valid here.
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { libc::getpid() } as u32;
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     (pid.wrapping_mul(2_654_435_761) ^ t.rotate_left(13)) & 0x3FFF_FFFF | 0x0010_0000
 }
 

@@ -53,9 +53,8 @@ fn setup() -> LogState {
         _ => FdWriter(libc::STDERR_FILENO),
     };
     use tracing_subscriber::layer::SubscriberExt as _;
-    let filter: tracing_subscriber::filter::Targets = spec
-        .parse()
-        .unwrap_or_else(|_| tracing_subscriber::filter::Targets::new().with_default(tracing::Level::DEBUG));
+    let filter: tracing_subscriber::filter::Targets =
+        spec.parse().unwrap_or_else(|_| tracing_subscriber::filter::Targets::new().with_default(tracing::Level::DEBUG));
     let subscriber = tracing_subscriber::fmt()
         .with_ansi(false)
         .with_writer(writer)
@@ -147,7 +146,16 @@ pub fn parse_apdu(cmd: &[u8]) -> Option<ApduHeader> {
     if cmd.len() < 4 {
         return None;
     }
-    let mut h = ApduHeader { cla: cmd[0], ins: cmd[1], p1: cmd[2], p2: cmd[3], lc: 0, le: None, data_offset: 4, well_formed: true };
+    let mut h = ApduHeader {
+        cla: cmd[0],
+        ins: cmd[1],
+        p1: cmd[2],
+        p2: cmd[3],
+        lc: 0,
+        le: None,
+        data_offset: 4,
+        well_formed: true,
+    };
     let body = &cmd[4..];
     let short_le = |b: u8| if b == 0 { 256 } else { b as usize };
     let ext_le = |hi: u8, lo: u8| match (hi as usize) << 8 | lo as usize {

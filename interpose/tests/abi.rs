@@ -73,13 +73,22 @@ fn transmit(h: SCARDHANDLE, cmd: &[u8], cap: usize) -> (LONG, Vec<u8>, DWORD) {
     let mut buf = vec![0u8; cap];
     let mut len = cap as DWORD;
     // SAFETY: buffers valid for the lengths passed.
-    let rv = unsafe { SCardTransmit(h, &g_rgSCardT1Pci, cmd.as_ptr(), cmd.len() as DWORD, null_mut(), buf.as_mut_ptr(), &mut len) };
+    let rv = unsafe {
+        SCardTransmit(h, &g_rgSCardT1Pci, cmd.as_ptr(), cmd.len() as DWORD, null_mut(), buf.as_mut_ptr(), &mut len)
+    };
     buf.truncate((len as usize).min(cap));
     (rv, buf, len)
 }
 
 fn state(name: &CStr, current: DWORD) -> SCARD_READERSTATE {
-    SCARD_READERSTATE { szReader: name.as_ptr(), pvUserData: null_mut(), dwCurrentState: current, dwEventState: 0, cbAtr: 0, rgbAtr: [0; 33] }
+    SCARD_READERSTATE {
+        szReader: name.as_ptr(),
+        pvUserData: null_mut(),
+        dwCurrentState: current,
+        dwEventState: 0,
+        cbAtr: 0,
+        rgbAtr: [0; 33],
+    }
 }
 
 fn gsc(c: SCARDCONTEXT, timeout: DWORD, states: &mut [SCARD_READERSTATE]) -> LONG {
@@ -142,16 +151,33 @@ fn readers_connect_status_transmit() {
         let mut name = [0xEEu8; 128];
         let mut atr = [0xEEu8; 40];
         let (mut nl, mut al) = (name.len() as DWORD, atr.len() as DWORD);
-        assert_eq!(SCardStatus(h, name.as_mut_ptr().cast(), &mut nl, null_mut(), null_mut(), atr.as_mut_ptr(), &mut al), SUCCESS);
+        assert_eq!(
+            SCardStatus(h, name.as_mut_ptr().cast(), &mut nl, null_mut(), null_mut(), atr.as_mut_ptr(), &mut al),
+            SUCCESS
+        );
         assert_eq!(CStr::from_ptr(name.as_ptr().cast()).to_bytes(), env.host.reader.as_bytes());
         assert_eq!(&atr[..al as usize], &ATR);
         let (mut nl, mut al) = (3 as DWORD, 40 as DWORD);
         name.fill(0xEE);
-        assert_eq!(SCardStatus(h, name.as_mut_ptr().cast(), &mut nl, null_mut(), null_mut(), atr.as_mut_ptr(), &mut al), E_INSUFFICIENT_BUFFER);
+        assert_eq!(
+            SCardStatus(h, name.as_mut_ptr().cast(), &mut nl, null_mut(), null_mut(), atr.as_mut_ptr(), &mut al),
+            E_INSUFFICIENT_BUFFER
+        );
         assert_eq!((nl as usize, &name[..4]), (env.host.reader.len() + 1, &b"Vir\xEE"[..]));
         let (mut pn, mut pa): (*mut u8, *mut u8) = (null_mut(), null_mut());
         let (mut nl, mut al) = (SCARD_AUTOALLOCATE, SCARD_AUTOALLOCATE);
-        assert_eq!(SCardStatus(h, (&mut pn as *mut *mut u8).cast(), &mut nl, null_mut(), null_mut(), (&mut pa as *mut *mut u8).cast(), &mut al), SUCCESS);
+        assert_eq!(
+            SCardStatus(
+                h,
+                (&mut pn as *mut *mut u8).cast(),
+                &mut nl,
+                null_mut(),
+                null_mut(),
+                (&mut pa as *mut *mut u8).cast(),
+                &mut al
+            ),
+            SUCCESS
+        );
         assert_eq!(CStr::from_ptr(pn.cast()).to_bytes(), env.host.reader.as_bytes());
         assert_eq!(std::slice::from_raw_parts(pa, al as usize), &ATR);
         SCardFreeMemory(c, pn.cast());
@@ -189,15 +215,36 @@ fn readers_connect_status_transmit() {
         assert_eq!(olen, 3);
         // Misuse.
         let mut olen = out.len() as DWORD;
-        assert_eq!(SCardTransmit(h, null(), cmd.as_ptr(), 6, null_mut(), out.as_mut_ptr(), &mut olen), E_INVALID_PARAMETER);
-        assert_eq!(SCardTransmit(h, &g_rgSCardT1Pci, null(), 6, null_mut(), out.as_mut_ptr(), &mut olen), E_INVALID_PARAMETER);
-        assert_eq!(SCardTransmit(h, &g_rgSCardT1Pci, cmd.as_ptr(), 6, null_mut(), null_mut(), &mut olen), E_INVALID_PARAMETER);
-        assert_eq!(SCardTransmit(h, &g_rgSCardT1Pci, cmd.as_ptr(), 6, null_mut(), out.as_mut_ptr(), null_mut()), E_INVALID_PARAMETER);
-        assert_eq!(SCardTransmit(h, &g_rgSCardT1Pci, cmd.as_ptr(), 0, null_mut(), out.as_mut_ptr(), &mut olen), E_INVALID_PARAMETER);
+        assert_eq!(
+            SCardTransmit(h, null(), cmd.as_ptr(), 6, null_mut(), out.as_mut_ptr(), &mut olen),
+            E_INVALID_PARAMETER
+        );
+        assert_eq!(
+            SCardTransmit(h, &g_rgSCardT1Pci, null(), 6, null_mut(), out.as_mut_ptr(), &mut olen),
+            E_INVALID_PARAMETER
+        );
+        assert_eq!(
+            SCardTransmit(h, &g_rgSCardT1Pci, cmd.as_ptr(), 6, null_mut(), null_mut(), &mut olen),
+            E_INVALID_PARAMETER
+        );
+        assert_eq!(
+            SCardTransmit(h, &g_rgSCardT1Pci, cmd.as_ptr(), 6, null_mut(), out.as_mut_ptr(), null_mut()),
+            E_INVALID_PARAMETER
+        );
+        assert_eq!(
+            SCardTransmit(h, &g_rgSCardT1Pci, cmd.as_ptr(), 0, null_mut(), out.as_mut_ptr(), &mut olen),
+            E_INVALID_PARAMETER
+        );
         let big = vec![0u8; 65549];
-        assert_eq!(SCardTransmit(h, &g_rgSCardT1Pci, big.as_ptr(), 65549, null_mut(), out.as_mut_ptr(), &mut olen), E_INSUFFICIENT_BUFFER);
+        assert_eq!(
+            SCardTransmit(h, &g_rgSCardT1Pci, big.as_ptr(), 65549, null_mut(), out.as_mut_ptr(), &mut olen),
+            E_INSUFFICIENT_BUFFER
+        );
         let mut olen = 77;
-        assert_eq!(SCardTransmit(h + 1, &g_rgSCardT1Pci, cmd.as_ptr(), 6, null_mut(), out.as_mut_ptr(), &mut olen), E_INVALID_HANDLE);
+        assert_eq!(
+            SCardTransmit(h + 1, &g_rgSCardT1Pci, cmd.as_ptr(), 6, null_mut(), out.as_mut_ptr(), &mut olen),
+            E_INVALID_HANDLE
+        );
         assert_eq!(olen, 0);
 
         assert_eq!(SCardDisconnect(h, 0), SUCCESS);
@@ -222,7 +269,10 @@ fn control_attributes_transactions_reconnect() {
         // libpcsclite 1.9.9 reports them with this driver.
         let mut r = [0u8; 256];
         let mut n: DWORD = 99;
-        assert_eq!(SCardControl(h1, CM_IOCTL_GET_FEATURE_REQUEST as DWORD, null(), 0, r.as_mut_ptr().cast(), 256, &mut n), E_UNSUPPORTED_FEATURE);
+        assert_eq!(
+            SCardControl(h1, CM_IOCTL_GET_FEATURE_REQUEST as DWORD, null(), 0, r.as_mut_ptr().cast(), 256, &mut n),
+            E_UNSUPPORTED_FEATURE
+        );
         assert_eq!(n, 0);
         assert_eq!(SCardControl(h1, 1, null(), 70000, r.as_mut_ptr().cast(), 256, &mut n), E_INSUFFICIENT_BUFFER);
         assert_eq!(SCardControl(0, 1, null(), 0, r.as_mut_ptr().cast(), 256, &mut n), E_INVALID_HANDLE);

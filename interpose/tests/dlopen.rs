@@ -13,7 +13,15 @@ fn cdylib() -> Option<PathBuf> {
 }
 
 fn gcc(src: &Path, out: &Path, extra: &[&str]) -> bool {
-    Command::new("gcc").arg("-O2").arg(src).arg("-o").arg(out).args(extra).status().map(|s| s.success()).unwrap_or(false)
+    Command::new("gcc")
+        .arg("-O2")
+        .arg(src)
+        .arg("-o")
+        .arg(out)
+        .args(extra)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
 }
 
 #[test]
@@ -32,7 +40,14 @@ fn pcsc_names_are_redirected_and_runpath_survives() {
     assert!(gcc(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/dlopen_probe.c"), &probe, &["-ldl"]));
     // A library only the app's RUNPATH can find.
     std::fs::write(tmp.join("foo.c"), "int foo(void){return 42;}\n").unwrap();
-    assert!(Command::new("gcc").args(["-shared", "-fPIC"]).arg(tmp.join("foo.c")).arg("-o").arg(tmp.join("libfoo.so")).status().unwrap().success());
+    assert!(Command::new("gcc")
+        .args(["-shared", "-fPIC"])
+        .arg(tmp.join("foo.c"))
+        .arg("-o")
+        .arg(tmp.join("libfoo.so"))
+        .status()
+        .unwrap()
+        .success());
     std::fs::write(
         tmp.join("app.c"),
         "#include <dlfcn.h>\n#include <stdio.h>\nint main(void){void*h=dlopen(\"libfoo.so\",RTLD_NOW);if(!h){printf(\"FAIL %s\\n\",dlerror());return 1;}int(*f)(void)=dlsym(h,\"foo\");printf(\"foo=%d\\n\",f());return 0;}\n",

@@ -53,7 +53,18 @@ fn pin_data_never_reaches_the_log() {
         for cmd in [&select[..], &verify, &change, &change_back, &reset, &verify] {
             let mut r = [0u8; 258];
             let mut rl = r.len() as DWORD;
-            assert_eq!(SCardTransmit(h, &g_rgSCardT1Pci, cmd.as_ptr(), cmd.len() as DWORD, null_mut(), r.as_mut_ptr(), &mut rl), 0);
+            assert_eq!(
+                SCardTransmit(
+                    h,
+                    &g_rgSCardT1Pci,
+                    cmd.as_ptr(),
+                    cmd.len() as DWORD,
+                    null_mut(),
+                    r.as_mut_ptr(),
+                    &mut rl
+                ),
+                0
+            );
             assert_eq!(&r[rl as usize - 2..rl as usize], &[0x90, 0x00], "command {}", hex(&cmd[..4]));
         }
         assert_eq!(SCardReleaseContext(c), 0);

@@ -9,11 +9,11 @@
 //! - [`server`]: the server side: a mini-pcscd core serving clients of every
 //!   version over a [`server::Backend`], and its Unix socket listener.
 
+pub mod client;
 pub mod consts;
 pub mod error;
 pub mod hash;
-pub mod wire;
-pub mod client;
 pub mod server;
+pub mod wire;
 
 pub use error::Rv;

@@ -28,9 +28,7 @@
 /// ATR: TS=3B, T0=8A (TD1 present, 10 historical bytes), TD1=80 (TD2 present, T=0 indicated),
 /// TD2=01 (T=1), historical bytes `"pcscbridge"`, TCK. pcscd chooses T=1 for it.
 pub const ATR: [u8; 15] = {
-    let mut a = [
-        0x3B, 0x8A, 0x80, 0x01, b'p', b'c', b's', b'c', b'b', b'r', b'i', b'd', b'g', b'e', 0,
-    ];
+    let mut a = [0x3B, 0x8A, 0x80, 0x01, b'p', b'c', b's', b'c', b'b', b'r', b'i', b'd', b'g', b'e', 0];
     a[14] = tck(&a, 14);
     a
 };
@@ -49,9 +47,8 @@ pub const fn tck(atr: &[u8], len: usize) -> u8 {
 /// The application identifier the card answers to.
 pub const AID: [u8; 7] = [0xA0, 0x00, 0x00, 0x05, 0x27, 0x21, 0x01];
 /// FCI returned by SELECT of [`AID`]: `6F` { `84` AID, `A5` { `88 01 01` } }.
-pub const FCI: [u8; 16] = [
-    0x6F, 0x0E, 0x84, 0x07, 0xA0, 0x00, 0x00, 0x05, 0x27, 0x21, 0x01, 0xA5, 0x03, 0x88, 0x01, 0x01,
-];
+pub const FCI: [u8; 16] =
+    [0x6F, 0x0E, 0x84, 0x07, 0xA0, 0x00, 0x00, 0x05, 0x27, 0x21, 0x01, 0xA5, 0x03, 0x88, 0x01, 0x01];
 /// FCP returned by SELECT of the MF: `62` { `83 02 3F 00`, `82 01 38` }.
 pub const FCP_MF: [u8; 9] = [0x62, 0x07, 0x83, 0x02, 0x3F, 0x00, 0x82, 0x01, 0x38];
 /// Size of the transparent file READ BINARY reads.
@@ -123,15 +120,7 @@ pub fn parse(apdu: &[u8]) -> Option<Apdu<'_>> {
     }
     let (cla, ins, p1, p2) = (apdu[0], apdu[1], apdu[2], apdu[3]);
     let body = &apdu[4..];
-    let mk = |data, ne, extended| Apdu {
-        cla,
-        ins,
-        p1,
-        p2,
-        data,
-        ne,
-        extended,
-    };
+    let mk = |data, ne, extended| Apdu { cla, ins, p1, p2, data, ne, extended };
     match body.len() {
         0 => Some(mk(&[][..], None, false)),
         1 => {
@@ -144,11 +133,7 @@ pub fn parse(apdu: &[u8]) -> Option<Apdu<'_>> {
                 Some(mk(&body[1..], None, false))
             } else if body.len() == 2 + lc {
                 let le = body[1 + lc] as usize;
-                Some(mk(
-                    &body[1..1 + lc],
-                    Some(if le == 0 { 256 } else { le }),
-                    false,
-                ))
+                Some(mk(&body[1..1 + lc], Some(if le == 0 { 256 } else { le }), false))
             } else {
                 None
             }
@@ -166,11 +151,7 @@ pub fn parse(apdu: &[u8]) -> Option<Apdu<'_>> {
                 Some(mk(&body[3..], None, true))
             } else if n == 5 + lc {
                 let le = u16::from_be_bytes([body[3 + lc], body[4 + lc]]) as usize;
-                Some(mk(
-                    &body[3..3 + lc],
-                    Some(if le == 0 { 65536 } else { le }),
-                    true,
-                ))
+                Some(mk(&body[3..3 + lc], Some(if le == 0 { 65536 } else { le }), true))
             } else {
                 None
             }
@@ -272,12 +253,7 @@ impl Card {
 
     /// Deliver response data produced by `fill`: all at once for extended commands or when it fits
     /// in 256 bytes (truncated to Ne), else chained with 61xx.
-    fn respond_with(
-        &mut self,
-        c: &Apdu,
-        out: &mut Vec<u8>,
-        fill: impl FnOnce(&mut Vec<u8>),
-    ) -> u16 {
+    fn respond_with(&mut self, c: &Apdu, out: &mut Vec<u8>, fill: impl FnOnce(&mut Vec<u8>)) -> u16 {
         let start = out.len();
         fill(out);
         let len = out.len() - start;
@@ -408,11 +384,7 @@ impl Card {
             _ => return sw::WRONG_P1P2,
         }
         if c.data.is_empty() {
-            return if self.verified {
-                sw::OK
-            } else {
-                self.tries_sw()
-            };
+            return if self.verified { sw::OK } else { self.tries_sw() };
         }
         match self.check_pin(c.data) {
             Ok(()) => {
@@ -498,21 +470,7 @@ mod tests {
     #[test]
     fn atr_tck_and_shape() {
         assert_eq!(&ATR[..4], &[0x3B, 0x8A, 0x80, 0x01]);
-        assert_eq!(
-            ATR[14],
-            0x8A ^ 0x80
-                ^ 0x01
-                ^ b'p'
-                ^ b'c'
-                ^ b's'
-                ^ b'c'
-                ^ b'b'
-                ^ b'r'
-                ^ b'i'
-                ^ b'd'
-                ^ b'g'
-                ^ b'e'
-        );
+        assert_eq!(ATR[14], 0x8A ^ 0x80 ^ 0x01 ^ b'p' ^ b'c' ^ b's' ^ b'c' ^ b'b' ^ b'r' ^ b'i' ^ b'd' ^ b'g' ^ b'e');
         // XOR of T0..TCK is zero.
         assert_eq!(ATR[1..].iter().fold(0u8, |a, b| a ^ b), 0);
         assert_eq!(ATR[1] & 0x0F, 10); // K historical bytes
@@ -529,10 +487,7 @@ mod tests {
     #[test]
     fn parse_cases() {
         let a = parse(&[0, 0xA4, 4, 0]).unwrap();
-        assert_eq!(
-            (a.data.len(), a.ne, a.extended, a.case()),
-            (0, None, false, "1")
-        );
+        assert_eq!((a.data.len(), a.ne, a.extended, a.case()), (0, None, false, "1"));
         let a = parse(&[0, 0xB0, 0, 0, 0]).unwrap();
         assert_eq!((a.ne, a.extended, a.case()), (Some(256), false, "2S"));
         let a = parse(&[0, 0xB0, 0, 0, 0x10]).unwrap();
@@ -562,11 +517,11 @@ mod tests {
             &[][..],
             &[0],
             &[0, 0xA4, 4],
-            &[0, 0xA4, 4, 0, 0, 0],    // 2 bytes after header starting with 00
-            &[0, 0xA4, 4, 0, 3, 1, 2], // Lc 3, 2 bytes
-            &[0, 0xA4, 4, 0, 1, 1, 2, 3], // Lc 1, 3 bytes
-            &[0, 0xA4, 4, 0, 0, 0, 0, 1], // extended Lc 0 with a body
-            &[0, 0xA4, 4, 0, 0, 0, 2, 1], // extended Lc 2, 1 byte
+            &[0, 0xA4, 4, 0, 0, 0],          // 2 bytes after header starting with 00
+            &[0, 0xA4, 4, 0, 3, 1, 2],       // Lc 3, 2 bytes
+            &[0, 0xA4, 4, 0, 1, 1, 2, 3],    // Lc 1, 3 bytes
+            &[0, 0xA4, 4, 0, 0, 0, 0, 1],    // extended Lc 0 with a body
+            &[0, 0xA4, 4, 0, 0, 0, 2, 1],    // extended Lc 2, 1 byte
             &[0, 0xA4, 4, 0, 0, 0, 1, 1, 0], // extended Lc 1 + 1 byte (Le needs 2)
         ] {
             assert!(parse(bad).is_none(), "{bad:02X?}");
@@ -593,10 +548,7 @@ mod tests {
         assert_eq!(c.transmit(&unknown), [0x6A, 0x82]);
         assert_eq!(c.transmit(&[0, 0xA4, 4, 0, 2, 0xA0, 0]), [0x6A, 0x82]);
         // extended SELECT
-        assert_eq!(
-            sw_of(&c.transmit(&ext(0, 0xA4, 4, 0, &AID, Some(0)))),
-            0x9000
-        );
+        assert_eq!(sw_of(&c.transmit(&ext(0, 0xA4, 4, 0, &AID, Some(0)))), 0x9000);
         // by FID
         assert_eq!(c.transmit(&[0, 0xA4, 0, 0x0C, 2, 0x3F, 0]), [0x90, 0x00]);
         let r = c.transmit(&[0, 0xA4, 0, 0, 2, 0x3F, 0]);
@@ -619,10 +571,7 @@ mod tests {
         let r = c.transmit(&[0, 0xB0, 0, 0, 0, 0x10, 0x00]);
         assert_eq!((data_of(&r), sw_of(&r)), (&pattern(0, 4096)[..], 0x9000));
         let r = c.transmit(&[0, 0xB0, 0, 0, 0, 0, 0]);
-        assert_eq!(
-            (data_of(&r), sw_of(&r)),
-            (&pattern(0, FILE_SIZE)[..], 0x6282)
-        );
+        assert_eq!((data_of(&r), sw_of(&r)), (&pattern(0, FILE_SIZE)[..], 0x6282));
         // partial at the end, beyond the end
         let r = c.transmit(&[0, 0xB0, 0x7F, 0xF0, 0x20]);
         assert_eq!((data_of(&r), sw_of(&r)), (&pattern(0x7FF0, 16)[..], 0x6282));
@@ -694,10 +643,7 @@ mod tests {
         // extended GET RESPONSE
         assert_eq!(sw_of(&c.transmit(&[0x80, 2, 0x10, 0x00, 0])), 0x6100);
         let r = c.transmit(&[0, 0xC0, 0, 0, 0, 0, 0]);
-        assert_eq!(
-            (data_of(&r), sw_of(&r)),
-            (&pattern(256, 4096 - 256)[..], 0x9000)
-        );
+        assert_eq!((data_of(&r), sw_of(&r)), (&pattern(256, 4096 - 256)[..], 0x9000));
         // GET RESPONSE malformed
         assert_eq!(sw_of(&c.transmit(&[0x80, 2, 0x10, 0x00, 0])), 0x6100);
         assert_eq!(c.transmit(&[0, 0xC0, 1, 0, 0]), [0x6A, 0x86]);
@@ -731,10 +677,7 @@ mod tests {
         assert_eq!(c.transmit(&verify(b"3")), [0x69, 0x83]);
         assert_eq!(c.transmit(&verify(b"123456")), [0x69, 0x83]);
         assert_eq!(c.transmit(&[0, 0x20, 0, 0x81]), [0x69, 0x83]);
-        assert_eq!(
-            c.transmit(&[0, 0x2C, 1, 0x81, 3, b'1', b'2', b'3']),
-            [0x69, 0x82]
-        );
+        assert_eq!(c.transmit(&[0, 0x2C, 1, 0x81, 3, b'1', b'2', b'3']), [0x69, 0x82]);
         let mut rrc = vec![0, 0x2C, 1, 0x81, 8];
         rrc.extend_from_slice(PUK);
         assert_eq!(c.transmit(&rrc), [0x90, 0x00]);

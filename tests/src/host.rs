@@ -18,10 +18,7 @@ use std::process::{Command, Stdio};
 
 /// The repository root (parent of this crate's folder).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("crate folder has a parent")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("crate folder has a parent").to_path_buf()
 }
 
 /// Path of `scripts/testhost.sh`.
@@ -41,21 +38,13 @@ pub fn skip_reason() -> Option<String> {
     let found = if pcscd.contains('/') {
         Path::new(&pcscd).exists()
     } else {
-        std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).any(|d| d.join(&pcscd).exists()))
-            .unwrap_or(false)
+        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(&pcscd).exists())).unwrap_or(false)
             || Path::new("/usr/sbin").join(&pcscd).exists()
     };
     if !found {
         return Some(format!("pcscd not found ({pcscd}; apt-get install pcscd)"));
     }
-    if Command::new("unshare")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_err()
-    {
+    if Command::new("unshare").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
         return Some("unshare (util-linux) not found".into());
     }
     if !script().exists() {
@@ -90,19 +79,14 @@ pub struct Options {
 
 fn run_script(args: &[&str]) -> Result<String, String> {
     let mut cmd = Command::new("bash");
-    cmd.arg(script())
-        .args(args)
-        .current_dir(repo_root())
-        .stdin(Stdio::null());
+    cmd.arg(script()).args(args).current_dir(repo_root()).stdin(Stdio::null());
     // The test binary's own vcard, if cargo built it alongside (integration tests get this).
     if std::env::var_os("VCARD").is_none() {
         if let Some(p) = option_env!("CARGO_BIN_EXE_vcard") {
             cmd.env("VCARD", p);
         }
     }
-    let out = cmd
-        .output()
-        .map_err(|e| format!("testhost.sh {}: {e}", args.join(" ")))?;
+    let out = cmd.output().map_err(|e| format!("testhost.sh {}: {e}", args.join(" ")))?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
         return Err(format!(
@@ -156,9 +140,7 @@ impl TestHost {
 
     /// The card's state as its control socket reports it: "present" or "absent".
     pub fn card_status(&self) -> Result<String, String> {
-        Ok(run_script(&["card", &self.dir_str(), "status"])?
-            .trim()
-            .to_string())
+        Ok(run_script(&["card", &self.dir_str(), "status"])?.trim().to_string())
     }
 
     /// Insert the card (connect it to vpcd; pcscd notices within ~0.5 s).

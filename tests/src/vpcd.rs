@@ -50,18 +50,10 @@ pub struct Options {
 
 /// Start the card thread.
 pub fn spawn(opts: Options) -> CardHandle {
-    let shared = Arc::new(Shared {
-        state: Mutex::new(State {
-            inserted: opts.inserted,
-            conn: None,
-        }),
-        cv: Condvar::new(),
-    });
+    let shared =
+        Arc::new(Shared { state: Mutex::new(State { inserted: opts.inserted, conn: None }), cv: Condvar::new() });
     let s2 = shared.clone();
-    thread::Builder::new()
-        .name("vcard".into())
-        .spawn(move || run(s2, opts))
-        .expect("spawn card thread");
+    thread::Builder::new().name("vcard".into()).spawn(move || run(s2, opts)).expect("spawn card thread");
     CardHandle { shared }
 }
 
@@ -128,10 +120,7 @@ fn run(shared: Arc<Shared>, opts: Options) {
             Ok(s) => s,
             Err(e) => {
                 if !refused_logged {
-                    eprintln!(
-                        "vcard: connect 127.0.0.1:{}: {e} (retrying every 50 ms)",
-                        opts.port
-                    );
+                    eprintln!("vcard: connect 127.0.0.1:{}: {e} (retrying every 50 ms)", opts.port);
                     refused_logged = true;
                 }
                 thread::sleep(RETRY);
@@ -185,11 +174,7 @@ struct Buffers {
 
 impl Buffers {
     fn new() -> Self {
-        Buffers {
-            input: vec![0u8; 65535],
-            resp: Vec::with_capacity(65536 + 2),
-            frame: Vec::with_capacity(65536 + 4),
-        }
+        Buffers { input: vec![0u8; 65535], resp: Vec::with_capacity(65536 + 2), frame: Vec::with_capacity(65536 + 4) }
     }
 }
 
@@ -243,8 +228,7 @@ fn serve(mut s: TcpStream, card: &mut Card, b: &mut Buffers, log: bool) -> io::R
             log_apdu(msg, &b.resp);
         }
         b.frame.clear();
-        b.frame
-            .extend_from_slice(&(b.resp.len() as u16).to_be_bytes());
+        b.frame.extend_from_slice(&(b.resp.len() as u16).to_be_bytes());
         b.frame.extend_from_slice(&b.resp);
         s.write_all(&b.frame)?;
     }
@@ -334,11 +318,7 @@ mod tests {
     fn fake_vpcd_round_trip() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
-        let h = spawn(Options {
-            port,
-            inserted: true,
-            log: false,
-        });
+        let h = spawn(Options { port, inserted: true, log: false });
         let (mut s, _) = l.accept().unwrap();
         assert!(h.insert(Duration::from_secs(2)));
         send(&mut s, &[1]);

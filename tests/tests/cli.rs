@@ -51,7 +51,14 @@ fn library() -> PathBuf {
 fn cmd(args: &[&str]) -> Command {
     let mut c = Command::new(tool());
     c.args(args);
-    for v in ["LD_PRELOAD", "LIBPCSCLITE_DELEGATE", "PCSCLITE_CSOCK_NAME", "FLATPAK_ID", "SNAP_NAME", "PCSC_BRIDGE_MAX_PROTOCOL"] {
+    for v in [
+        "LD_PRELOAD",
+        "LIBPCSCLITE_DELEGATE",
+        "PCSCLITE_CSOCK_NAME",
+        "FLATPAK_ID",
+        "SNAP_NAME",
+        "PCSC_BRIDGE_MAX_PROTOCOL",
+    ] {
         c.env_remove(v);
     }
     c
@@ -151,7 +158,10 @@ fn doctor_without_a_socket_says_what_to_do() {
     let (code, text, _) = run(c);
     println!("{text}");
     assert_eq!(code, 1, "{text}");
-    assert!(text.contains(&format!("[FAIL] socket: {} (from PCSCLITE_CSOCK_NAME) does not exist", missing.display())), "{text}");
+    assert!(
+        text.contains(&format!("[FAIL] socket: {} (from PCSCLITE_CSOCK_NAME) does not exist", missing.display())),
+        "{text}"
+    );
     assert!(text.contains("result: PROBLEM"), "{text}");
     assert!(text.contains("next step: no pcscd socket at"), "{text}");
     assert!(text.contains("usbpass"), "{text}");
@@ -189,9 +199,7 @@ fn usage_errors_exit_2() {
 }
 
 fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false)
+    std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file())).unwrap_or(false)
 }
 
 #[test]

@@ -16,9 +16,7 @@ use pcsc_bridge_tests::host::{repo_root, skip_reason, TestHost};
 const NATIVE_LIB: &str = "/usr/lib/x86_64-linux-gnu/libpcsclite.so.1";
 
 fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false)
+    std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file())).unwrap_or(false)
 }
 
 /// Why the client comparison cannot run here (beyond the test host's own needs).
@@ -37,9 +35,7 @@ fn client_skip_reason() -> Option<String> {
     if !Path::new(NATIVE_LIB).exists() {
         return Some(format!("{NATIVE_LIB} missing (apt-get install libpcsclite1)"));
     }
-    let pyscard = Command::new("/usr/bin/python3")
-        .args(["-c", "import smartcard.scard"])
-        .output();
+    let pyscard = Command::new("/usr/bin/python3").args(["-c", "import smartcard.scard"]).output();
     if !matches!(pyscard, Ok(o) if o.status.success()) {
         return Some("pyscard missing for /usr/bin/python3 (apt-get install python3-pyscard)".into());
     }
@@ -85,12 +81,7 @@ fn build_exercise(dir: &Path) -> PathBuf {
         .arg("-lpcsclite")
         .output()
         .expect("run gcc");
-    assert!(
-        out.status.success(),
-        "gcc {} failed:\n{}",
-        src.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "gcc {} failed:\n{}", src.display(), String::from_utf8_lossy(&out.stderr));
     bin
 }
 

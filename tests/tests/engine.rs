@@ -5,7 +5,10 @@ use std::time::{Duration, Instant};
 
 use pcsc_bridge_tests::host::{skip_reason, TestHost};
 use pcsc_proto::client::{ClientConfig, Context, ReaderStateQuery};
-use pcsc_proto::consts::{attr, card_state, disposition, protocol, reader_state as rs, scope, share, CM_IOCTL_GET_FEATURE_REQUEST, INFINITE, PNP_NOTIFICATION};
+use pcsc_proto::consts::{
+    attr, card_state, disposition, protocol, reader_state as rs, scope, share, CM_IOCTL_GET_FEATURE_REQUEST, INFINITE,
+    PNP_NOTIFICATION,
+};
 use pcsc_proto::wire::Version;
 use pcsc_proto::Rv;
 
@@ -86,7 +89,10 @@ fn connect_status_transmit_control_attrib() {
     assert_eq!(st.protocol, protocol::T1);
 
     // Short APDUs.
-    assert_eq!(transmit(&c, card, SELECT_AID, 258).unwrap()[..], [0x6F, 0x0E, 0x84, 0x07, 0xA0, 0x00, 0x00, 0x05, 0x27, 0x21, 0x01, 0xA5, 0x03, 0x88, 0x01, 0x01, 0x90, 0x00]);
+    assert_eq!(
+        transmit(&c, card, SELECT_AID, 258).unwrap()[..],
+        [0x6F, 0x0E, 0x84, 0x07, 0xA0, 0x00, 0x00, 0x05, 0x27, 0x21, 0x01, 0xA5, 0x03, 0x88, 0x01, 0x01, 0x90, 0x00]
+    );
     let rb = transmit(&c, card, &[0x00, 0xB0, 0x00, 0x10, 0x00], 258).unwrap();
     assert_eq!(rb.len(), 258);
     assert_eq!(&rb[..256], &pattern(0x10, 256)[..]);
@@ -156,7 +162,10 @@ fn transactions_reconnect_and_sharing() {
     let cfg = ClientConfig { no_blocking: true, ..ClientConfig::with_socket(&host.socket) };
     let c3 = Context::establish(&cfg, scope::USER).unwrap();
     let (d, _) = c3.connect(host.reader.as_bytes(), share::SHARED, protocol::ANY).unwrap();
-    assert_eq!(c3.reconnect(d, share::EXCLUSIVE, protocol::ANY, disposition::LEAVE).err(), Some(Rv::E_SHARING_VIOLATION));
+    assert_eq!(
+        c3.reconnect(d, share::EXCLUSIVE, protocol::ANY, disposition::LEAVE).err(),
+        Some(Rv::E_SHARING_VIOLATION)
+    );
     c2.disconnect(b, disposition::LEAVE).unwrap();
     c1.disconnect(a, disposition::LEAVE).unwrap();
     assert_eq!(c3.reconnect(d, share::EXCLUSIVE, protocol::ANY, disposition::RESET).unwrap(), protocol::T1);

@@ -45,16 +45,13 @@ fn two_hosts_card_round_trip() {
     assert_eq!(a.card_status().unwrap(), "absent");
     assert_eq!(b.card_status().unwrap(), "present");
     wait_for("pcscd to see the removal", Duration::from_secs(5), || {
-        a.pcscd_log()
-            .contains("Card Removed From Virtual PCD 00 00")
+        a.pcscd_log().contains("Card Removed From Virtual PCD 00 00")
     });
     assert!(!b.pcscd_log().contains("Card Removed"));
 
     a.card_insert().unwrap();
     assert_eq!(a.card_status().unwrap(), "present");
-    wait_for("pcscd to see the insertion", Duration::from_secs(5), || {
-        a.pcscd_log().matches(&atr_line).count() >= 2
-    });
+    wait_for("pcscd to see the insertion", Duration::from_secs(5), || a.pcscd_log().matches(&atr_line).count() >= 2);
 
     let (da, db) = (a.dir.clone(), b.dir.clone());
     drop(a);

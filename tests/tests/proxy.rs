@@ -22,9 +22,7 @@ use pcsc_proto::Rv;
 const SELECT_AID: &[u8] = &[0x00, 0xA4, 0x04, 0x00, 0x07, 0xA0, 0x00, 0x00, 0x05, 0x27, 0x21, 0x01];
 
 fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false)
+    std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file())).unwrap_or(false)
 }
 
 fn target_dir() -> PathBuf {
@@ -127,7 +125,10 @@ impl Drop for Proxy {
 fn rand_suffix() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos() as u64).unwrap_or(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0);
     t ^ (N.fetch_add(1, Ordering::SeqCst) << 40)
 }
 
@@ -154,7 +155,12 @@ fn transmit(c: &Context, card: u32) -> Result<Vec<u8>, Rv> {
 fn run_ok(cmd: &mut Command, what: &str) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{what} failed ({}):\n{stdout}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     stdout
 }
 
@@ -470,11 +476,8 @@ fn socket_activation() {
     let cfg = ClientConfig::with_socket(&socket);
     let c = Context::establish(&cfg, scope::USER).expect("establish through the activated proxy");
     assert!(c.list_readers().unwrap().iter().any(|r| r == host.reader.as_bytes()));
-    let out = Command::new("timeout")
-        .args(["20", "pcsc_scan", "-r"])
-        .env("PCSCLITE_CSOCK_NAME", &socket)
-        .output()
-        .unwrap();
+    let out =
+        Command::new("timeout").args(["20", "pcsc_scan", "-r"]).env("PCSCLITE_CSOCK_NAME", &socket).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     let log = std::fs::read_to_string(dir.join("usbpass.log")).unwrap_or_default();
     let _ = child.kill();

@@ -126,7 +126,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, env: &Env<'_>) -> Result<
             Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
             _ => (arg.clone(), None),
         };
-        let mut value = |option: &'static str| inline.clone().or_else(|| args.next()).ok_or(CliError::MissingValue(option));
+        let mut value =
+            |option: &'static str| inline.clone().or_else(|| args.next()).ok_or(CliError::MissingValue(option));
         match name.as_str() {
             "--listen" => listen = Some(PathBuf::from(value("--listen")?)),
             "--upstream" => upstream = Some(PathBuf::from(value("--upstream")?)),
@@ -163,7 +164,8 @@ fn parse_serve(mut args: impl Iterator<Item = String>, env: &Env<'_>) -> Result<
             Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
             _ => (arg.clone(), None),
         };
-        let mut value = |option: &'static str| inline.clone().or_else(|| args.next()).ok_or(CliError::MissingValue(option));
+        let mut value =
+            |option: &'static str| inline.clone().or_else(|| args.next()).ok_or(CliError::MissingValue(option));
         match name.as_str() {
             "--listen" => listen = Some(PathBuf::from(value("--listen")?)),
             "--allow-uid" => {
@@ -229,26 +231,78 @@ mod tests {
         let o = serve(&["serve"], &[("XDG_RUNTIME_DIR", "/run/user/1000")]);
         assert_eq!(
             o,
-            ServeOptions { listen: "/run/user/1000/pcsc-bridge/usbpass.comm".into(), allow_uids: vec![], socket_mode: 0o600, simulate: None }
+            ServeOptions {
+                listen: "/run/user/1000/pcsc-bridge/usbpass.comm".into(),
+                allow_uids: vec![],
+                socket_mode: 0o600,
+                simulate: None
+            }
         );
         assert_eq!(serve(&["serve"], &[]).listen, PathBuf::from("/run/user/1000/pcsc-bridge/usbpass.comm"));
-        let o = serve(&["serve", "--listen", "/run/pcscd/pcscd.comm", "--allow-uid=7", "--socket-mode", "666", "--simulate", "qemu"], &[]);
+        let o = serve(
+            &[
+                "serve",
+                "--listen",
+                "/run/pcscd/pcscd.comm",
+                "--allow-uid=7",
+                "--socket-mode",
+                "666",
+                "--simulate",
+                "qemu",
+            ],
+            &[],
+        );
         assert_eq!(
             o,
-            ServeOptions { listen: "/run/pcscd/pcscd.comm".into(), allow_uids: vec![7], socket_mode: 0o666, simulate: Some("qemu".into()) }
+            ServeOptions {
+                listen: "/run/pcscd/pcscd.comm".into(),
+                allow_uids: vec![7],
+                socket_mode: 0o666,
+                simulate: Some("qemu".into())
+            }
         );
         assert_eq!(run(&["serve", "--upstream", "x"], &[]), Err(CliError::UnknownOption("--upstream".into())));
-        assert_eq!(run(&["serve", "--allow-uid", "me"], &[]), Err(CliError::BadValue { option: "--allow-uid", value: "me".into() }));
+        assert_eq!(
+            run(&["serve", "--allow-uid", "me"], &[]),
+            Err(CliError::BadValue { option: "--allow-uid", value: "me".into() })
+        );
         assert_eq!(run(&["serve", "-h"], &[]), Ok(Cmd::Help));
     }
 
     #[test]
     fn options() {
-        let o = proxy(&["proxy", "--listen", "/tmp/l", "--upstream=/tmp/u", "--allow-uid", "7", "--allow-uid=8", "--socket-mode", "660"], &[]);
-        assert_eq!(o, ProxyOpts { listen: "/tmp/l".into(), upstream: "/tmp/u".into(), allow_uids: vec![7, 8], socket_mode: 0o660 });
-        assert_eq!(run(&["proxy", "--allow-uid", "x"], &[]), Err(CliError::BadValue { option: "--allow-uid", value: "x".into() }));
+        let o = proxy(
+            &[
+                "proxy",
+                "--listen",
+                "/tmp/l",
+                "--upstream=/tmp/u",
+                "--allow-uid",
+                "7",
+                "--allow-uid=8",
+                "--socket-mode",
+                "660",
+            ],
+            &[],
+        );
+        assert_eq!(
+            o,
+            ProxyOpts {
+                listen: "/tmp/l".into(),
+                upstream: "/tmp/u".into(),
+                allow_uids: vec![7, 8],
+                socket_mode: 0o660
+            }
+        );
+        assert_eq!(
+            run(&["proxy", "--allow-uid", "x"], &[]),
+            Err(CliError::BadValue { option: "--allow-uid", value: "x".into() })
+        );
         assert_eq!(run(&["proxy", "--listen"], &[]), Err(CliError::MissingValue("--listen")));
-        assert_eq!(run(&["proxy", "--socket-mode", "999"], &[]), Err(CliError::BadValue { option: "--socket-mode", value: "999".into() }));
+        assert_eq!(
+            run(&["proxy", "--socket-mode", "999"], &[]),
+            Err(CliError::BadValue { option: "--socket-mode", value: "999".into() })
+        );
         assert_eq!(run(&["proxy", "--frob"], &[]), Err(CliError::UnknownOption("--frob".into())));
         assert_eq!(run(&["serve", "x"], &[]), Err(CliError::UnknownOption("x".into())));
         assert_eq!(run(&["--help"], &[]), Ok(Cmd::Help));

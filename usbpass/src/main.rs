@@ -15,7 +15,8 @@ mod proxy;
 use std::process::ExitCode;
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("USBPASS_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("USBPASS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 

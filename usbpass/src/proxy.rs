@@ -33,7 +33,9 @@ use std::time::{Duration, Instant};
 
 use pcsc_proto::client::{ClientConfig, Context, ReaderStateQuery};
 use pcsc_proto::consts::{reader_state as rs, scope, PNP_NOTIFICATION};
-use pcsc_proto::server::{Attrib, Backend, CardInfo, CardRef, ChangeSignal, Controlled, Refused, SessionId, Transmitted};
+use pcsc_proto::server::{
+    Attrib, Backend, CardInfo, CardRef, ChangeSignal, Controlled, Refused, SessionId, Transmitted,
+};
 use pcsc_proto::server::{Listener, ListenerConfig, Server, ServerConfig};
 use pcsc_proto::wire::ReaderState;
 use pcsc_proto::Rv;
@@ -114,9 +116,12 @@ impl ProxyBackend {
     }
 
     fn note_change(&self, before: &Option<Vec<ReaderState>>, after: &Option<Vec<ReaderState>>) {
-        let names = |s: &Option<Vec<ReaderState>>| -> Vec<Vec<u8>> { s.iter().flatten().map(|r| r.name.clone()).collect() };
+        let names =
+            |s: &Option<Vec<ReaderState>>| -> Vec<Vec<u8>> { s.iter().flatten().map(|r| r.name.clone()).collect() };
         if names(before) != names(after) {
-            let _ = self.reader_events.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |e| Some(if e >= 0x7FFF { 1 } else { e + 1 }));
+            let _ = self
+                .reader_events
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |e| Some(if e >= 0x7FFF { 1 } else { e + 1 }));
         }
         tracing::debug!(up = after.is_some(), readers = after.as_ref().map_or(0, Vec::len), "upstream change");
         self.changes.bump();
@@ -220,7 +225,13 @@ impl Backend for ProxyBackend {
         self.changes.wait(since, timeout)
     }
 
-    fn connect(&self, session: SessionId, reader: &[u8], share_mode: u32, protocols: u32) -> Result<(CardRef, u32), Refused> {
+    fn connect(
+        &self,
+        session: SessionId,
+        reader: &[u8],
+        share_mode: u32,
+        protocols: u32,
+    ) -> Result<(CardRef, u32), Refused> {
         let r = self.session(session)?.connect_reply(reader, share_mode, protocols)?;
         match r.card {
             Some(card) if r.rv.is_success() => Ok((CardRef(u64::from(card)), r.active_protocol)),
@@ -228,7 +239,14 @@ impl Backend for ProxyBackend {
         }
     }
 
-    fn reconnect(&self, session: SessionId, card: CardRef, share_mode: u32, protocols: u32, init: u32) -> Result<u32, Refused> {
+    fn reconnect(
+        &self,
+        session: SessionId,
+        card: CardRef,
+        share_mode: u32,
+        protocols: u32,
+        init: u32,
+    ) -> Result<u32, Refused> {
         let (rv, p) = self.session(session)?.reconnect_reply(card_id(card), share_mode, protocols, init)?;
         if rv.is_success() {
             Ok(p)
@@ -254,7 +272,15 @@ impl Backend for ProxyBackend {
         Ok(CardInfo { reader: s.reader, state: s.state & 0xFFFF, protocol: s.protocol, atr: s.atr })
     }
 
-    fn transmit(&self, session: SessionId, card: CardRef, send_pci: (u32, u32), apdu: &[u8], recv_pci: (u32, u32), recv: &mut [u8]) -> Transmitted {
+    fn transmit(
+        &self,
+        session: SessionId,
+        card: CardRef,
+        send_pci: (u32, u32),
+        apdu: &[u8],
+        recv_pci: (u32, u32),
+        recv: &mut [u8],
+    ) -> Transmitted {
         let ctx = match self.session(session) {
             Ok(c) => c,
             Err(rv) => return Transmitted::failed(rv),
@@ -298,7 +324,9 @@ pub enum ProxyError {
 impl std::fmt::Display for ProxyError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ProxyError::SelfUpstream(p) => write!(f, "the upstream socket is our own listening socket ({})", p.display()),
+            ProxyError::SelfUpstream(p) => {
+                write!(f, "the upstream socket is our own listening socket ({})", p.display())
+            }
             ProxyError::Folder(p, e) => write!(f, "cannot create {}: {e}", p.display()),
             ProxyError::Listen(e) => write!(f, "{e}"),
             ProxyError::Io(e) => write!(f, "{e}"),
@@ -319,7 +347,11 @@ pub fn run(opts: &ProxyOpts) -> Result<(), ProxyError> {
             }
             if let Some(dir) = opts.listen.parent() {
                 use std::os::unix::fs::DirBuilderExt;
-                std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| ProxyError::Folder(dir.to_path_buf(), e))?;
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
+                    .map_err(|e| ProxyError::Folder(dir.to_path_buf(), e))?;
             }
             Listener::bind(&opts.listen, lcfg).map_err(ProxyError::Listen)?
         }
@@ -378,7 +410,8 @@ mod tests {
         fn start(path: &Path) -> Upstream {
             let mock = Arc::new(MockBackend::with_card());
             let server = Server::new(mock.clone(), ServerConfig { max_version: Version::V4_4, ..Default::default() });
-            let listener = Some(Listener::bind(path, ListenerConfig::default()).unwrap().spawn(server.clone()).unwrap());
+            let listener =
+                Some(Listener::bind(path, ListenerConfig::default()).unwrap().spawn(server.clone()).unwrap());
             Upstream { mock, server, listener }
         }
 
@@ -402,12 +435,19 @@ mod tests {
     impl Chain {
         fn new() -> Chain {
             static N: AtomicUsize = AtomicUsize::new(0);
-            let dir = std::env::temp_dir().join(format!("usbpass-proxy-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+            let dir = std::env::temp_dir().join(format!(
+                "usbpass-proxy-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::SeqCst)
+            ));
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&dir).unwrap();
             let up = Upstream::start(&dir.join("up.comm"));
             let proxy = ProxyBackend::start(ClientConfig::with_socket(dir.join("up.comm")));
-            let server = Server::new(proxy.clone(), ServerConfig { notify_hold: Duration::from_millis(20), ..Default::default() });
+            let server = Server::new(
+                proxy.clone(),
+                ServerConfig { notify_hold: Duration::from_millis(20), ..Default::default() },
+            );
             let down = dir.join("down.comm");
             let listener = Listener::bind(&down, ListenerConfig::default()).unwrap().spawn(server).unwrap();
             Chain { dir, up, proxy, down, _listener: listener }

@@ -274,7 +274,8 @@ fn native_env(r: &Routes) -> EnvChanges {
     }
     if !r.dropin.is_empty() {
         let lp = env_str("LD_LIBRARY_PATH").unwrap_or_default();
-        let keep: Vec<&str> = lp.split(':').filter(|d| !d.is_empty() && !r.dropin.iter().any(|(x, _)| x == d)).collect();
+        let keep: Vec<&str> =
+            lp.split(':').filter(|d| !d.is_empty() && !r.dropin.iter().any(|(x, _)| x == d)).collect();
         env.push(("LD_LIBRARY_PATH".into(), (!keep.is_empty()).then(|| OsString::from(keep.join(":")))));
     }
     if matches!(&r.delegate, Some((_, Some(_)))) {
@@ -297,7 +298,15 @@ fn library_copies() -> Vec<(String, PathBuf, String)> {
     if let Some(lp) = env_str("LD_LIBRARY_PATH") {
         dirs.extend(lp.split(':').filter(|d| !d.is_empty()).map(str::to_string));
     }
-    for d in ["/app/lib", "/app/lib64", &format!("/app/lib/{ma}"), &format!("/usr/lib/{ma}"), "/usr/lib64", "/usr/lib", &format!("/lib/{ma}")] {
+    for d in [
+        "/app/lib",
+        "/app/lib64",
+        &format!("/app/lib/{ma}"),
+        &format!("/usr/lib/{ma}"),
+        "/usr/lib64",
+        "/usr/lib",
+        &format!("/lib/{ma}"),
+    ] {
         dirs.push(d.to_string());
     }
     let mut seen: Vec<PathBuf> = Vec::new();
@@ -352,7 +361,9 @@ fn rv_text(rv: u32) -> String {
 /// Socket state: `Ok(())` when a daemon accepts connections.
 fn check_socket(r: &mut Report, cfg: &ClientConfig, source: &str, sb: &Sandbox, proxy: bool) -> bool {
     let path = cfg.socket.display().to_string();
-    let mut c = Check::new("socket", Status::Ok, format!("{path} ({source})")).data("path", path.clone()).data("source", source);
+    let mut c = Check::new("socket", Status::Ok, format!("{path} ({source})"))
+        .data("path", path.clone())
+        .data("source", source);
     let app = sb.app();
     let hint_missing = if proxy {
         format!(
@@ -376,7 +387,11 @@ fn check_socket(r: &mut Report, cfg: &ClientConfig, source: &str, sb: &Sandbox, 
     let meta = match std::fs::metadata(&cfg.socket) {
         Ok(m) => m,
         Err(e) => {
-            let what = if e.kind() == ErrorKind::NotFound { "does not exist".to_string() } else { format!("cannot be read: {e}") };
+            let what = if e.kind() == ErrorKind::NotFound {
+                "does not exist".to_string()
+            } else {
+                format!("cannot be read: {e}")
+            };
             c.status = Status::Fail;
             c.summary = format!("{path} ({source}) {what}");
             r.push(c.data("exists", false).data("is_socket", false).data("connectable", false));
@@ -433,8 +448,12 @@ fn check_daemon(r: &mut Report, cfg: &ClientConfig) -> Option<Daemon> {
         Ok(c) => c,
         Err(rv) => {
             r.push(
-                Check::new("daemon", Status::Fail, format!("SCardEstablishContext through pcsc-bridge's engine fails: {rv}"))
-                    .data("error", format!("0x{:08X}", rv.0)),
+                Check::new(
+                    "daemon",
+                    Status::Fail,
+                    format!("SCardEstablishContext through pcsc-bridge's engine fails: {rv}"),
+                )
+                .data("error", format!("0x{:08X}", rv.0)),
             );
             if rv == Rv::W_SECURITY_VIOLATION {
                 r.step("polkit refuses this user access to pcscd (pcscd 2.x): allow `org.debian.pcsc-lite.access_pcsc`, or run pcscd with --disable-polkit.");
@@ -587,7 +606,12 @@ fn served_by(p: &Probe) -> String {
     match (p.bridge(), &p.path) {
         (Some((b, v)), _) => format!("{b} ({})", v.as_deref().unwrap_or("pcsc-bridge")),
         (None, Some(path)) => {
-            let extra: Vec<&str> = p.loaded.iter().map(|(l, _)| l.as_str()).filter(|l| Some(*l) != p.realpath.as_deref() && l != path).collect();
+            let extra: Vec<&str> = p
+                .loaded
+                .iter()
+                .map(|(l, _)| l.as_str())
+                .filter(|l| Some(*l) != p.realpath.as_deref() && l != path)
+                .collect();
             if extra.is_empty() {
                 path.clone()
             } else {
@@ -629,7 +653,10 @@ fn backend_check(socket_ok: bool, cfg: &ClientConfig) -> Check {
         return Check::new(
             "backend",
             Status::Info,
-            format!("none running: no pcscd, USB devices visible: pcsc-bridge starts usbpass on the first PC/SC call ({})", p.display()),
+            format!(
+                "none running: no pcscd, USB devices visible: pcsc-bridge starts usbpass on the first PC/SC call ({})",
+                p.display()
+            ),
         );
     }
     Check::new("backend", Status::Info, "none: no daemon socket and no USB device visible")
@@ -730,7 +757,12 @@ pub fn diagnose(o: &DoctorOpts) -> Report {
                     c = c.detail(t);
                 }
                 (Some((a, b)), None) => c = c.detail(format!("offers protocol {a}:{b}, unknown to pcsc-bridge")),
-                _ => c = c.detail(format!("its protocol version could not be learnt: {}", offer.error.as_deref().unwrap_or("no offer"))),
+                _ => {
+                    c = c.detail(format!(
+                        "its protocol version could not be learnt: {}",
+                        offer.error.as_deref().unwrap_or("no offer")
+                    ))
+                }
             }
         }
         (None, _) => c.summary = format!("not probed: {}", offer.error.as_deref().unwrap_or("no result")),
@@ -752,7 +784,14 @@ pub fn diagnose(o: &DoctorOpts) -> Report {
             .data("offered_protocol", offer.version.map(|(a, b)| format!("{a}:{b}")))
             .data(
                 "copies",
-                J::Arr(copies.iter().map(|(p, _, d)| J::Obj(vec![("path".into(), p.clone().into()), ("kind".into(), d.clone().into())])).collect()),
+                J::Arr(
+                    copies
+                        .iter()
+                        .map(|(p, _, d)| {
+                            J::Obj(vec![("path".into(), p.clone().into()), ("kind".into(), d.clone().into())])
+                        })
+                        .collect(),
+                ),
             ),
     );
 
@@ -778,12 +817,18 @@ pub fn diagnose(o: &DoctorOpts) -> Report {
         r.step(format!(
             "the usbpass proxy runs: use it with `PCSCLITE_CSOCK_NAME={}`{}",
             proxy.display(),
-            if sb.in_flatpak { format!(" (on the host: `pcsc-bridge flatpak enable {app} --route proxy`)") } else { String::new() }
+            if sb.in_flatpak {
+                format!(" (on the host: `pcsc-bridge flatpak enable {app} --route proxy`)")
+            } else {
+                String::new()
+            }
         ));
     }
     if app_fails {
         let mismatch = match (offered, &daemon) {
-            (Some(v), Some(d)) if v != d.version => format!("the app's libpcsclite offers protocol {v}, the daemon speaks {}: ", d.version),
+            (Some(v), Some(d)) if v != d.version => {
+                format!("the app's libpcsclite offers protocol {v}, the daemon speaks {}: ", d.version)
+            }
             _ => String::new(),
         };
         if routes.bridge_loaded() {
@@ -791,9 +836,13 @@ pub fn diagnose(o: &DoctorOpts) -> Report {
                 "{mismatch}pcsc-bridge is set up but the app still fails: re-run with PCSC_BRIDGE_LOG=debug and report the log."
             ));
         } else if sb.in_flatpak {
-            r.step(format!("{mismatch}enable pcsc-bridge: on the host, `pcsc-bridge flatpak enable {app}`, then restart the app."));
+            r.step(format!(
+                "{mismatch}enable pcsc-bridge: on the host, `pcsc-bridge flatpak enable {app}`, then restart the app."
+            ));
         } else {
-            let lib = super::flatpak::find_library(None).map(|(p, _)| p.display().to_string()).unwrap_or_else(|_| "/path/to/libpcscbridge.so".into());
+            let lib = super::flatpak::find_library(None)
+                .map(|(p, _)| p.display().to_string())
+                .unwrap_or_else(|_| "/path/to/libpcscbridge.so".into());
             r.step(format!("{mismatch}enable pcsc-bridge: run the app with `LD_PRELOAD={lib}`."));
         }
     }

@@ -37,7 +37,9 @@ pub fn valid_app_id(s: &str) -> bool {
     s.len() <= 255
         && parts.len() >= 3
         && parts.iter().all(|p| {
-            !p.is_empty() && !p.starts_with('-') && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            !p.is_empty()
+                && !p.starts_with('-')
+                && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         })
 }
 
@@ -46,8 +48,12 @@ pub fn run(c: &FlatpakCmd) -> i32 {
         FlatpakCmd::Enable { app, route, lib, user_dir } => {
             Paths::new(user_dir.as_deref()).and_then(|p| enable(&p, app, *route, lib.as_deref()))
         }
-        FlatpakCmd::Disable { app, user_dir } => Paths::new(user_dir.as_deref()).and_then(|p| disable(&p, app, true).map(|_| ())),
-        FlatpakCmd::Status { app, user_dir } => Paths::new(user_dir.as_deref()).and_then(|p| status(&p, app.as_deref())),
+        FlatpakCmd::Disable { app, user_dir } => {
+            Paths::new(user_dir.as_deref()).and_then(|p| disable(&p, app, true).map(|_| ()))
+        }
+        FlatpakCmd::Status { app, user_dir } => {
+            Paths::new(user_dir.as_deref()).and_then(|p| status(&p, app.as_deref()))
+        }
     };
     match r {
         Ok(()) => 0,
@@ -161,7 +167,13 @@ pub fn find_library(explicit: Option<&Path>) -> Result<(PathBuf, String), String
         candidates.push(dir.join("../lib/pcsc-bridge").join(LIB_NAME));
     }
     let ma = multiarch();
-    for d in ["/usr/local/lib/pcsc-bridge", "/usr/lib/pcsc-bridge", &format!("/usr/lib/{ma}/pcsc-bridge"), "/usr/local/lib", &format!("/usr/lib/{ma}")] {
+    for d in [
+        "/usr/local/lib/pcsc-bridge",
+        "/usr/lib/pcsc-bridge",
+        &format!("/usr/lib/{ma}/pcsc-bridge"),
+        "/usr/local/lib",
+        &format!("/usr/lib/{ma}"),
+    ] {
         candidates.push(Path::new(d).join(LIB_NAME));
     }
     for c in &candidates {
@@ -201,7 +213,10 @@ fn app_libraries(p: &Paths, info: &AppInfo) -> Vec<PathBuf> {
         v.push(info.location.join("files").join(d).join("libpcsclite.so.1"));
     }
     if let Some(rt) = &info.runtime {
-        let out = p.flatpak().ok().and_then(|mut c| c.args(["info", "--show-location", &format!("runtime/{rt}")]).output().ok());
+        let out = p
+            .flatpak()
+            .ok()
+            .and_then(|mut c| c.args(["info", "--show-location", &format!("runtime/{rt}")]).output().ok());
         if let Some(o) = out.filter(|o| o.status.success()) {
             let loc = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
             for d in [format!("lib/{ma}"), "lib64".into(), "lib".into()] {
@@ -329,7 +344,8 @@ pub fn undo(ovr: &mut KeyFile, state: Option<&KeyFile>, data_dir: &str) -> Vec<S
                 let prev = st.get(STATE_GROUP, "env-previous");
                 if let Some(cur) = ovr.get("Environment", &var) {
                     if var == "LD_PRELOAD" {
-                        let rest: Vec<String> = split_preload(&cur).into_iter().filter(|e| *e != ours && !in_ours(e)).collect();
+                        let rest: Vec<String> =
+                            split_preload(&cur).into_iter().filter(|e| *e != ours && !in_ours(e)).collect();
                         if rest.is_empty() {
                             ovr.remove("Environment", &var);
                             done.push(format!("removed {var}"));
@@ -358,7 +374,9 @@ pub fn undo(ovr: &mut KeyFile, state: Option<&KeyFile>, data_dir: &str) -> Vec<S
             for s in st.list(STATE_GROUP, "added-sockets") {
                 let back = replaced.iter().find(|r| r.trim_start_matches('!') == s.trim_start_matches('!'));
                 match back {
-                    Some(r) if ovr.list_replace("Context", "sockets", &s, r) => done.push(format!("socket {s} back to {r}")),
+                    Some(r) if ovr.list_replace("Context", "sockets", &s, r) => {
+                        done.push(format!("socket {s} back to {r}"))
+                    }
                     _ if ovr.list_remove("Context", "sockets", &s) => done.push(format!("removed socket {s}")),
                     _ => {}
                 }
@@ -410,7 +428,9 @@ fn enable(p: &Paths, app: &str, route: Route, lib: Option<&Path>) -> Result<(), 
     }
     let info = app_info(p, app);
     if info.is_none() {
-        eprintln!("pcsc-bridge: note: {app} is not installed (flatpak info found nothing); the override applies once it is");
+        eprintln!(
+            "pcsc-bridge: note: {app} is not installed (flatpak info found nothing); the override applies once it is"
+        );
     }
     let dir = p.data_dir(app);
     let dir_s = dir.display().to_string();
@@ -445,7 +465,9 @@ fn enable(p: &Paths, app: &str, route: Route, lib: Option<&Path>) -> Result<(), 
     if route == Route::Delegate {
         if let Some(i) = &info {
             let libs = app_libraries(p, i);
-            let dispatcher = libs.iter().any(|l| std::fs::read(l).map(|d| super::contains(&d, b"LIBPCSCLITE_DELEGATE")).unwrap_or(false));
+            let dispatcher = libs
+                .iter()
+                .any(|l| std::fs::read(l).map(|d| super::contains(&d, b"LIBPCSCLITE_DELEGATE")).unwrap_or(false));
             if !libs.is_empty() && !dispatcher {
                 eprintln!(
                     "pcsc-bridge: warning: {app}'s libpcsclite ({}) predates pcsc-lite 2.1.0 and ignores LIBPCSCLITE_DELEGATE: \
@@ -603,7 +625,9 @@ fn status_one(p: &Paths, app: &str) -> Result<(), String> {
         println!("  doctor: flatpak run --command={}/{BIN_NAME} {app} doctor", dir.display());
     }
     if broken {
-        println!("  something changed since enable: `pcsc-bridge flatpak enable {app} --route {route}` sets it up again");
+        println!(
+            "  something changed since enable: `pcsc-bridge flatpak enable {app} --route {route}` sets it up again"
+        );
     }
     Ok(())
 }
@@ -700,7 +724,7 @@ mod tests {
         let st = KeyFile::parse(&state_text(Route::Preload, Some(LIB), &p));
         undo(&mut k, Some(&st), DIR);
         assert_eq!(k.render(), before); // the user's socket stays
-        // the app's metadata has it: nothing to add either
+                                        // the app's metadata has it: nothing to add either
         assert!(plan(Route::Preload, LIB, &KeyFile::default(), true).add_sockets.is_empty());
     }
 

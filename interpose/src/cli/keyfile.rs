@@ -10,7 +10,10 @@ enum Line {
     /// Blank line or comment, kept verbatim.
     Other(String),
     Group(String),
-    Entry { key: String, raw: String },
+    Entry {
+        key: String,
+        raw: String,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -87,7 +90,8 @@ impl KeyFile {
         match self.group_range(group) {
             Some((s, e)) => {
                 // after the group's last entry (blank lines before the next group stay there)
-                let at = (s..e).rev().find(|&i| matches!(self.lines[i], Line::Entry { .. })).map(|i| i + 1).unwrap_or(s);
+                let at =
+                    (s..e).rev().find(|&i| matches!(self.lines[i], Line::Entry { .. })).map(|i| i + 1).unwrap_or(s);
                 self.lines.insert(at, Line::Entry { key: key.to_string(), raw });
             }
             None => {

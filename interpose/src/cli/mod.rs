@@ -231,7 +231,9 @@ pub fn parse(args: Vec<String>) -> Result<Cmd, UsageError> {
 fn parse_flatpak(w: &mut Words) -> Result<FlatpakCmd, UsageError> {
     let action = match w.next() {
         Some(Word::Pos(a)) => a,
-        Some(Word::Opt(o, _)) => return Err(UsageError(format!("flatpak: expected enable, disable or status before --{o}"))),
+        Some(Word::Opt(o, _)) => {
+            return Err(UsageError(format!("flatpak: expected enable, disable or status before --{o}")))
+        }
         None => return Err(UsageError("flatpak: expected enable, disable or status".into())),
     };
     if !matches!(action.as_str(), "enable" | "disable" | "status") {
@@ -246,7 +248,10 @@ fn parse_flatpak(w: &mut Words) -> Result<FlatpakCmd, UsageError> {
             Word::Opt(k, v) if k == "user-dir" => user_dir = Some(w.value(&k, v)?.into()),
             Word::Opt(k, v) if k == "route" && action == "enable" => {
                 let r = w.value(&k, v)?;
-                route = Some(Route::parse(&r).ok_or_else(|| UsageError(format!("--route: '{r}' is not preload, delegate or proxy")))?);
+                route = Some(
+                    Route::parse(&r)
+                        .ok_or_else(|| UsageError(format!("--route: '{r}' is not preload, delegate or proxy")))?,
+                );
             }
             Word::Opt(k, v) if k == "lib" && action == "enable" => lib = Some(w.value(&k, v)?.into()),
             Word::Opt(k, _) => return Err(unknown(&k)),
@@ -484,10 +489,7 @@ mod tests {
         assert!(p(&["flatpak", "disable"]).is_err());
         // enable-only options
         assert!(p(&["flatpak", "disable", "org.example.App", "--route", "preload"]).is_err());
-        assert_eq!(
-            p(&["flatpak", "status"]),
-            Ok(Cmd::Flatpak(FlatpakCmd::Status { app: None, user_dir: None }))
-        );
+        assert_eq!(p(&["flatpak", "status"]), Ok(Cmd::Flatpak(FlatpakCmd::Status { app: None, user_dir: None })));
         assert_eq!(
             p(&["flatpak", "status", "--user-dir=/u", "org.example.App"]),
             Ok(Cmd::Flatpak(FlatpakCmd::Status { app: Some("org.example.App".into()), user_dir: Some("/u".into()) }))

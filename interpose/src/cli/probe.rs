@@ -241,7 +241,8 @@ fn temp_dir() -> std::io::Result<TempDir> {
     use std::os::unix::fs::DirBuilderExt;
     let base = std::env::temp_dir();
     for i in 0..100u32 {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
         let p = base.join(format!("pcsc-bridge-doctor.{}.{nanos}.{i}", std::process::id()));
         match std::fs::DirBuilder::new().mode(0o700).create(&p) {
             Ok(()) => return Ok(TempDir(p)),

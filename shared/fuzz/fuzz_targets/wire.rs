@@ -7,7 +7,11 @@ use pcsc_proto::wire::msg::*;
 use pcsc_proto::wire::reader_state::{parse_array, RsLayout};
 use pcsc_proto::wire::{Header, Version};
 
-fn roundtrip<T>(data: &[u8], parse: impl Fn(&[u8]) -> Result<T, pcsc_proto::wire::WireError>, emit: impl Fn(&T, &mut Vec<u8>)) {
+fn roundtrip<T>(
+    data: &[u8],
+    parse: impl Fn(&[u8]) -> Result<T, pcsc_proto::wire::WireError>,
+    emit: impl Fn(&T, &mut Vec<u8>),
+) {
     if let Ok(m) = parse(data) {
         let mut out = Vec::new();
         emit(&m, &mut out);

@@ -386,23 +386,22 @@ impl Context {
 
     /// The daemon's reader slots (all of them, empty ones included).
     pub fn reader_states(&self) -> Result<Vec<ReaderState>, Rv> {
-        self.with_conn(|inner| fetch_states(inner))
+        self.with_conn(fetch_states)
     }
 
     /// `SCardListReaders`: names of the readers, in slot order (maybe empty).
     pub fn list_readers(&self) -> Result<Vec<Vec<u8>>, Rv> {
-        let layout_states = self.with_conn(|inner| {
+        let (layout, states) = self.with_conn(|inner| {
             let s = fetch_states(inner)?;
             Ok((inner.version.rs_layout(), s))
         })?;
-        let (layout, states) = layout_states;
         Ok(states.into_iter().filter(|s| !s.is_empty(layout)).map(|s| s.name).collect())
     }
 
     /// `CMD_GET_READER_EVENTS` (4:5 and later): the daemon's reader add/remove
     /// counter, or `None` when the daemon's version has none.
     pub fn reader_events(&self) -> Result<Option<u32>, Rv> {
-        self.with_conn(|inner| fetch_reader_events(inner))
+        self.with_conn(fetch_reader_events)
     }
 
     /// `SCardConnect`: returns the card handle and the active protocol.
@@ -425,7 +424,13 @@ impl Context {
             let reconnected = self.ensure_conn(&mut inner)?;
             let h_context = inner.h_context;
             let v = inner.version;
-            let msg = ConnectMsg { h_context, reader: reader.to_vec(), share_mode, preferred_protocols: protocols, ..Default::default() };
+            let msg = ConnectMsg {
+                h_context,
+                reader: reader.to_vec(),
+                share_mode,
+                preferred_protocols: protocols,
+                ..Default::default()
+            };
             let r: Res<ConnectMsg> = (|| {
                 let conn = inner.conn.as_mut().expect("connected");
                 let mut body = Vec::with_capacity(ConnectMsg::size(v));
@@ -481,7 +486,14 @@ impl Context {
     pub fn reconnect_reply(&self, card: CardId, share_mode: u32, protocols: u32, init: u32) -> Result<(Rv, u32), Rv> {
         self.blocking(false, || {
             let m = self.with_card(card, |inner, h_card| {
-                let msg = ReconnectMsg { h_card, share_mode, preferred_protocols: protocols, initialization: init, active_protocol: 0, rv: 0 };
+                let msg = ReconnectMsg {
+                    h_card,
+                    share_mode,
+                    preferred_protocols: protocols,
+                    initialization: init,
+                    active_protocol: 0,
+                    rv: 0,
+                };
                 exchange_fixed(inner, Command::RECONNECT, &msg.to_array(), ReconnectMsg::SIZE, ReconnectMsg::parse)
             })?;
             if m.result() == Rv::E_SHARING_VIOLATION {
@@ -515,7 +527,13 @@ impl Context {
     pub fn begin_transaction(&self, card: CardId) -> Result<(), Rv> {
         self.blocking(true, || {
             let m = self.with_card(card, |inner, h_card| {
-                exchange_fixed(inner, Command::BEGIN_TRANSACTION, &BeginMsg { h_card, rv: 0 }.to_array(), BeginMsg::SIZE, BeginMsg::parse)
+                exchange_fixed(
+                    inner,
+                    Command::BEGIN_TRANSACTION,
+                    &BeginMsg { h_card, rv: 0 }.to_array(),
+                    BeginMsg::SIZE,
+                    BeginMsg::parse,
+                )
             })?;
             m.result().ok()
         })
@@ -524,7 +542,13 @@ impl Context {
     /// `SCardEndTransaction`.
     pub fn end_transaction(&self, card: CardId, disposition: u32) -> Result<(), Rv> {
         let m = self.with_card(card, |inner, h_card| {
-            exchange_fixed(inner, Command::END_TRANSACTION, &EndMsg { h_card, disposition, rv: 0 }.to_array(), EndMsg::SIZE, EndMsg::parse)
+            exchange_fixed(
+                inner,
+                Command::END_TRANSACTION,
+                &EndMsg { h_card, disposition, rv: 0 }.to_array(),
+                EndMsg::SIZE,
+                EndMsg::parse,
+            )
         })?;
         m.result().ok()
     }
@@ -566,10 +590,7 @@ impl Context {
         })?;
         let (reader, v, states) = out?;
         let layout = v.rs_layout();
-        let s = states
-            .iter()
-            .find(|s| !s.is_empty(layout) && s.name == reader)
-            .ok_or(Rv::E_READER_UNAVAILABLE)?;
+        let s = states.iter().find(|s| !s.is_empty(layout) && s.name == reader).ok_or(Rv::E_READER_UNAVAILABLE)?;
         let state = if layout == RsLayout::A { s.state } else { (s.event_counter << 16).wrapping_add(s.state) };
         Ok(CardStatus { reader, state, protocol: s.protocol, atr: s.atr().to_vec() })
     }
@@ -585,7 +606,6 @@ impl Context {
         recv: &mut [u8],
     ) -> TransmitResult {
         let fail = |rv| TransmitResult { rv, len: 0, recv_pci_protocol: 0, recv_pci_length: 0 };
-        let recv = recv;
         let r = self.blocking(false, || {
             let t = self.transmit_once(card, send_pci, send, recv_pci, &mut *recv)?;
             if t.rv == Rv::E_SHARING_VIOLATION {
@@ -596,11 +616,23 @@ impl Context {
         r.unwrap_or_else(fail)
     }
 
-    fn transmit_once(&self, card: CardId, send_pci: (u32, u32), send: &[u8], recv_pci: Option<(u32, u32)>, recv: &mut [u8]) -> Result<TransmitResult, Rv> {
+    fn transmit_once(
+        &self,
+        card: CardId,
+        send_pci: (u32, u32),
+        send: &[u8],
+        recv_pci: Option<(u32, u32)>,
+        recv: &mut [u8],
+    ) -> Result<TransmitResult, Rv> {
         self.with_card(card, |inner, h_card| {
             let max = inner.version.max_buffer();
             if send.len() > max {
-                return Ok(TransmitResult { rv: Rv::E_INVALID_PARAMETER, len: 0, recv_pci_protocol: 0, recv_pci_length: 0 });
+                return Ok(TransmitResult {
+                    rv: Rv::E_INVALID_PARAMETER,
+                    len: 0,
+                    recv_pci_protocol: 0,
+                    recv_pci_length: 0,
+                });
             }
             let (rp, rl) = recv_pci.unwrap_or((crate::consts::protocol::ANY, 16));
             let msg = TransmitMsg {
@@ -619,7 +651,12 @@ impl Context {
             conn.read_exact(&mut b)?;
             let m = TransmitMsg::parse(&b).map_err(|_| TransportError::Io(libc::EPROTO))?;
             let rv = read_reply_data(conn, m.result(), m.recv_length as usize, max, recv)?;
-            Ok(TransmitResult { rv, len: m.recv_length as usize, recv_pci_protocol: m.recv_pci_protocol, recv_pci_length: m.recv_pci_length })
+            Ok(TransmitResult {
+                rv,
+                len: m.recv_length as usize,
+                recv_pci_protocol: m.recv_pci_protocol,
+                recv_pci_length: m.recv_pci_length,
+            })
         })
     }
 
@@ -630,7 +667,14 @@ impl Context {
             if send.len() > max {
                 return Ok(ControlResult { rv: Rv::E_INVALID_PARAMETER, len: 0 });
             }
-            let msg = ControlMsg { h_card, control_code: code, send_length: send.len() as u32, recv_length: recv.len().min(max) as u32, bytes_returned: 0, rv: 0 };
+            let msg = ControlMsg {
+                h_card,
+                control_code: code,
+                send_length: send.len() as u32,
+                recv_length: recv.len().min(max) as u32,
+                bytes_returned: 0,
+                rv: 0,
+            };
             let conn = inner.conn.as_mut().expect("connected");
             conn.request(Command::CONTROL, &msg.to_array(), send)?;
             let mut b = [0u8; ControlMsg::SIZE];
@@ -645,7 +689,8 @@ impl Context {
     /// `SCardGetAttrib`: asks with a buffer of `buf_len` bytes (at most 264).
     pub fn get_attrib(&self, card: CardId, attr_id: u32, buf_len: usize) -> Result<AttrResult, Rv> {
         self.with_card(card, |inner, h_card| {
-            let msg = AttribMsg { h_card, attr_id, attr_len: buf_len.min(MAX_BUFFER_SIZE) as u32, ..Default::default() };
+            let msg =
+                AttribMsg { h_card, attr_id, attr_len: buf_len.min(MAX_BUFFER_SIZE) as u32, ..Default::default() };
             let mut body = Vec::with_capacity(AttribMsg::SIZE);
             msg.emit(&mut body);
             let m = exchange_fixed(inner, Command::GET_ATTRIB, &body, AttribMsg::SIZE, AttribMsg::parse)?;
@@ -720,7 +765,13 @@ fn read_reply_data(conn: &mut Conn, rv: Rv, n: usize, max: usize, recv: &mut [u8
 }
 
 /// One fixed-size request and its fixed-size reply.
-fn exchange_fixed<T>(inner: &mut Inner, cmd: Command, body: &[u8], reply_size: usize, parse: fn(&[u8]) -> Result<T, crate::wire::WireError>) -> Res<T> {
+fn exchange_fixed<T>(
+    inner: &mut Inner,
+    cmd: Command,
+    body: &[u8],
+    reply_size: usize,
+    parse: fn(&[u8]) -> Result<T, crate::wire::WireError>,
+) -> Res<T> {
     let conn = inner.conn.as_mut().expect("connected");
     conn.request(cmd, body, &[])?;
     if reply_size <= 32 {
@@ -821,7 +872,7 @@ fn fetch_states(inner: &mut Inner) -> Res<Vec<ReaderState>> {
         tracing::debug!(version = %inner.version, "4:2 reader-state layout detected");
     }
     let rs = layout.record_size();
-    if buf.len() % rs != 0 {
+    if !buf.len().is_multiple_of(rs) {
         return Err(TransportError::Io(libc::EPROTO));
     }
     let slots = buf.len() / rs;

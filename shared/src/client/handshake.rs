@@ -19,7 +19,11 @@ use super::transport::{Conn, TransportError};
 pub enum HandshakeError {
     Transport(TransportError),
     /// Every version we offered was refused; the daemon's last answer.
-    Refused { rv: Rv, major: u32, minor: u32 },
+    Refused {
+        rv: Rv,
+        major: u32,
+        minor: u32,
+    },
 }
 
 impl HandshakeError {
@@ -129,7 +133,10 @@ mod tests {
         // A daemon naming a version we don't know: step down one at a time.
         let r = VersionMsg { major: 4, minor: 9, rv: Rv::E_SERVICE_STOPPED.0 };
         assert_eq!(next_offer(Version::V4_6, &r, &[Version::V4_6]), Some(Version::V4_5));
-        assert_eq!(next_offer(Version::V4_3, &r, &[Version::V4_6, Version::V4_5, Version::V4_4, Version::V4_3]), Some(Version::V4_2));
+        assert_eq!(
+            next_offer(Version::V4_3, &r, &[Version::V4_6, Version::V4_5, Version::V4_4, Version::V4_3]),
+            Some(Version::V4_2)
+        );
         assert_eq!(next_offer(Version::V4_2, &r, &[]), Some(Version::V4_0));
         assert_eq!(next_offer(Version::V4_0, &r, &[]), None);
         // Never loops on a version already tried.

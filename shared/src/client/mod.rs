@@ -15,5 +15,7 @@ pub mod status_change;
 pub mod transport;
 
 pub use config::ClientConfig;
-pub use context::{fork_generation, AttrResult, CardId, CardStatus, ConnectReply, Context, ControlResult, TransmitResult};
+pub use context::{
+    fork_generation, AttrResult, CardId, CardStatus, ConnectReply, Context, ControlResult, TransmitResult,
+};
 pub use status_change::ReaderStateQuery;

@@ -214,11 +214,8 @@ pub fn evaluate(
         }
         // 4:0 records have no eventCounter field: 1.6.0-1.6.4 keep the counter
         // in the high 16 bits of readerState (what SCardStatus hands out there).
-        let (state, counter) = if layout == RsLayout::A {
-            (s.state & 0xFFFF, s.state >> 16)
-        } else {
-            (s.state, s.event_counter & 0xFFFF)
-        };
+        let (state, counter) =
+            if layout == RsLayout::A { (s.state & 0xFFFF, s.state >> 16) } else { (s.state, s.event_counter & 0xFFFF) };
         if q.current_state & 0xFFFF_0000 != 0 && (q.current_state >> 16) != counter {
             q.event_state |= rs::CHANGED;
             changed = true;
@@ -248,7 +245,14 @@ pub fn evaluate(
 
         if state & card_state::ABSENT != 0 {
             q.event_state |= rs::EMPTY;
-            q.event_state &= !(rs::PRESENT | rs::UNAWARE | rs::IGNORE | rs::UNKNOWN | rs::UNAVAILABLE | rs::ATRMATCH | rs::MUTE | rs::INUSE);
+            q.event_state &= !(rs::PRESENT
+                | rs::UNAWARE
+                | rs::IGNORE
+                | rs::UNKNOWN
+                | rs::UNAVAILABLE
+                | rs::ATRMATCH
+                | rs::MUTE
+                | rs::INUSE);
             if q.current_state & rs::PRESENT != 0 {
                 q.event_state |= rs::CHANGED;
                 changed = true;
@@ -338,11 +342,8 @@ impl Context {
         if queries.is_empty() || queries.iter().all(|q| q.current_state & rs::IGNORE != 0) {
             return Ok(());
         }
-        let deadline = if timeout_ms >= INFINITE as u64 {
-            None
-        } else {
-            Some(Instant::now() + Duration::from_millis(timeout_ms))
-        };
+        let deadline =
+            if timeout_ms >= INFINITE as u64 { None } else { Some(Instant::now() + Duration::from_millis(timeout_ms)) };
         let _guard = self.canceller.begin();
         let want_events = queries.iter().any(|q| q.is_pnp() && q.current_state & rs::IGNORE == 0);
         let (mut version, mut slots, mut states, mut events) = self.snapshot(want_events)?;
@@ -426,7 +427,13 @@ mod tests {
     use super::*;
 
     fn reader(name: &str, state: u32, counter: u32, sharing: i32) -> ReaderState {
-        let mut s = ReaderState { name: name.as_bytes().to_vec(), state, event_counter: counter, sharing, ..Default::default() };
+        let mut s = ReaderState {
+            name: name.as_bytes().to_vec(),
+            state,
+            event_counter: counter,
+            sharing,
+            ..Default::default()
+        };
         if state & card_state::PRESENT != 0 {
             s.atr[..3].copy_from_slice(&[0x3B, 0x01, 0x02]);
             s.atr_len = 3;
@@ -476,7 +483,12 @@ mod tests {
     #[test]
     fn layout_a_counter_is_in_the_state_high_word() {
         // 1.6.x: readerState 0x0003_0034 = counter 3, card present and powered.
-        let s = ReaderState { reader_id: 100, name: b"R".to_vec(), state: (3 << 16) | card_state::PRESENT | card_state::POWERED, ..Default::default() };
+        let s = ReaderState {
+            reader_id: 100,
+            name: b"R".to_vec(),
+            state: (3 << 16) | card_state::PRESENT | card_state::POWERED,
+            ..Default::default()
+        };
         // The counter SCardStatus returned: no change.
         let mut q = [ReaderStateQuery::new("R", (3 << 16) | rs::PRESENT)];
         assert!(!evaluate(&mut q, std::slice::from_ref(&s), RsLayout::A, 1, None));

@@ -179,7 +179,11 @@ impl Conn {
 
     /// Waits until the connection is readable (or closed), the deadline passes, or
     /// `cancel_fd` becomes readable.
-    pub fn wait_readable(&self, deadline: Option<Instant>, cancel_fd: Option<RawFd>) -> Result<WaitOutcome, TransportError> {
+    pub fn wait_readable(
+        &self,
+        deadline: Option<Instant>,
+        cancel_fd: Option<RawFd>,
+    ) -> Result<WaitOutcome, TransportError> {
         if self.has_buffered() {
             return Ok(WaitOutcome::Readable);
         }
@@ -193,7 +197,8 @@ impl Conn {
                     }
                     let left = d - now;
                     // Round up so that we never wake before the deadline.
-                    (left.as_millis() + u128::from(left.subsec_nanos() % 1_000_000 != 0)).min(i32::MAX as u128) as i32
+                    (left.as_millis() + u128::from(!left.subsec_nanos().is_multiple_of(1_000_000)))
+                        .min(i32::MAX as u128) as i32
                 }
             };
             let mut fds = [
@@ -216,7 +221,7 @@ impl Conn {
             if fds[0].revents != 0 {
                 return Ok(WaitOutcome::Readable);
             }
-            if r == 0 && deadline.map_or(false, |d| Instant::now() >= d) {
+            if r == 0 && deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok(WaitOutcome::TimedOut);
             }
         }

@@ -114,9 +114,22 @@ pub trait Backend: Send + Sync + 'static {
     fn wait_change(&self, since: u64, timeout: Duration) -> u64;
 
     /// `SCardConnect`: the backend card and the active protocol.
-    fn connect(&self, session: SessionId, reader: &[u8], share_mode: u32, protocols: u32) -> Result<(CardRef, u32), Refused>;
+    fn connect(
+        &self,
+        session: SessionId,
+        reader: &[u8],
+        share_mode: u32,
+        protocols: u32,
+    ) -> Result<(CardRef, u32), Refused>;
     /// `SCardReconnect`: the active protocol.
-    fn reconnect(&self, session: SessionId, card: CardRef, share_mode: u32, protocols: u32, init: u32) -> Result<u32, Refused>;
+    fn reconnect(
+        &self,
+        session: SessionId,
+        card: CardRef,
+        share_mode: u32,
+        protocols: u32,
+        init: u32,
+    ) -> Result<u32, Refused>;
     fn disconnect(&self, session: SessionId, card: CardRef, disposition: u32) -> Result<(), Rv>;
     fn begin_transaction(&self, session: SessionId, card: CardRef) -> Result<(), Rv>;
     fn end_transaction(&self, session: SessionId, card: CardRef, disposition: u32) -> Result<(), Rv>;

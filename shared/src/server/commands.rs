@@ -124,7 +124,8 @@ impl<B: Backend> Conn<'_, B> {
 
     fn connect(&mut self, body: &[u8]) -> Result<(), End> {
         // The body size tells the name width: 124 = the 100-byte 4:2 variant.
-        let layout = if body.len() == ConnectMsg::size(Version::V4_2Rn100) { Version::V4_2Rn100 } else { Version::V4_4 };
+        let layout =
+            if body.len() == ConnectMsg::size(Version::V4_2Rn100) { Version::V4_2Rn100 } else { Version::V4_4 };
         if layout == Version::V4_2Rn100 && self.version == Some(Version::V4_2) {
             tracing::debug!(conn = self.me.id, "4:2 client with 100-byte reader names");
             self.version = Some(Version::V4_2Rn100);
@@ -408,7 +409,8 @@ impl<B: Backend> Conn<'_, B> {
         };
         match v.wait_reply() {
             WaitReply::Nothing => {
-                let stale = v.wait_has_body() && matches!(self.last_fetch_gen, Some(g) if g != self.shared.backend.generation());
+                let stale = v.wait_has_body()
+                    && matches!(self.last_fetch_gen, Some(g) if g != self.shared.backend.generation());
                 if stale {
                     self.me.notify_now();
                 } else {

@@ -63,11 +63,20 @@ pub(crate) struct CardSlot {
 /// connection must be closed. Commands without a body ignore `size`, as pcscd
 /// does; `WAIT`/`STOP` take either form (no body, or the ≤ 4:3 8-byte one).
 pub(crate) fn body_len(command: Command, size: u32) -> Result<usize, WireError> {
-    let fixed = |n: usize| if size as usize == n { Ok(n) } else { Err(WireError::SizeMismatch { command: command.0, size, expected: n as u32 }) };
-    let either = |a: usize, b: usize| if size as usize == a || size as usize == b { Ok(size as usize) } else { fixed(b) };
+    let fixed = |n: usize| {
+        if size as usize == n {
+            Ok(n)
+        } else {
+            Err(WireError::SizeMismatch { command: command.0, size, expected: n as u32 })
+        }
+    };
+    let either =
+        |a: usize, b: usize| if size as usize == a || size as usize == b { Ok(size as usize) } else { fixed(b) };
     match command {
         Command::VERSION | Command::ESTABLISH_CONTEXT => fixed(12),
-        Command::RELEASE_CONTEXT | Command::BEGIN_TRANSACTION | Command::CANCEL | Command::CANCEL_TRANSACTION => fixed(8),
+        Command::RELEASE_CONTEXT | Command::BEGIN_TRANSACTION | Command::CANCEL | Command::CANCEL_TRANSACTION => {
+            fixed(8)
+        }
         Command::CONNECT => either(124, 152),
         Command::RECONNECT => fixed(ReconnectMsg::SIZE),
         Command::DISCONNECT | Command::END_TRANSACTION => fixed(12),
@@ -75,7 +84,10 @@ pub(crate) fn body_len(command: Command, size: u32) -> Result<usize, WireError> 
         Command::CONTROL => fixed(ControlMsg::SIZE),
         Command::STATUS => either(StatusMsg::SIZE, Status40Msg::SIZE),
         Command::GET_ATTRIB | Command::SET_ATTRIB => fixed(AttribMsg::SIZE),
-        Command::GET_READERS_STATE | Command::GET_READER_EVENTS | Command::GET_READERS_STATE_SIZE | Command::GET_READERS_STATE_ARRAY => Ok(0),
+        Command::GET_READERS_STATE
+        | Command::GET_READER_EVENTS
+        | Command::GET_READERS_STATE_SIZE
+        | Command::GET_READERS_STATE_ARRAY => Ok(0),
         Command::WAIT_READER_STATE_CHANGE | Command::STOP_WAITING_READER_STATE_CHANGE => either(0, WaitMsg::SIZE),
         other => Err(WireError::UnknownCommand(other.0)),
     }
@@ -89,7 +101,10 @@ pub(crate) fn trailing_len(command: Command, body: &[u8]) -> Result<usize, WireE
         Command::CONTROL => ("cbSendLength", 8),
         _ => return Ok(0),
     };
-    let b: [u8; 4] = body.get(at..at + 4).and_then(|s| s.try_into().ok()).ok_or(WireError::Truncated { needed: at + 4, got: body.len() })?;
+    let b: [u8; 4] = body
+        .get(at..at + 4)
+        .and_then(|s| s.try_into().ok())
+        .ok_or(WireError::Truncated { needed: at + 4, got: body.len() })?;
     let n = u32::from_ne_bytes(b);
     if n as usize > MAX_BUFFER_SIZE_EXTENDED {
         return Err(WireError::BadLength { field, value: n, max: MAX_BUFFER_SIZE_EXTENDED as u32 });
@@ -164,7 +179,9 @@ pub(crate) fn run<B: Backend>(shared: &Shared<B>, stream: UnixStream) {
         End::Closed => tracing::debug!(conn = id, "client left"),
         End::Io(kind) => tracing::debug!(conn = id, ?kind, "connection error"),
         End::Protocol(e) => tracing::warn!(conn = id, error = %e, "client cut off"),
-        End::ForeignHandle(h) => tracing::warn!(conn = id, h_card = h, "client cut off: card handle of another connection"),
+        End::ForeignHandle(h) => {
+            tracing::warn!(conn = id, h_card = h, "client cut off: card handle of another connection")
+        }
     }
     // `Drop` releases the context and unregisters.
 }

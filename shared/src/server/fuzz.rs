@@ -159,7 +159,11 @@ mod tests {
         let start = std::time::Instant::now();
         let mut n = 0;
         while n < 10_000 && start.elapsed() < Duration::from_secs(20) {
-            let input = if n % 10 == 0 { (0..rng.below(200)).map(|_| rng.next() as u8).collect() } else { mutate(&mut rng, &seeds) };
+            let input = if n % 10 == 0 {
+                (0..rng.below(200)).map(|_| rng.next() as u8).collect()
+            } else {
+                mutate(&mut rng, &seeds)
+            };
             fuzz_one(&input);
             n += 1;
         }

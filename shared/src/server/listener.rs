@@ -43,7 +43,11 @@ pub enum ListenError {
     AlreadyRunning(PathBuf),
     /// A socket-activation environment we cannot use.
     Activation(String),
-    Io { what: &'static str, path: PathBuf, err: io::Error },
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        err: io::Error,
+    },
 }
 
 impl fmt::Display for ListenError {
@@ -81,7 +85,15 @@ pub fn peer_cred(s: &UnixStream) -> io::Result<PeerCred> {
     let mut c = libc::ucred { pid: 0, uid: 0, gid: 0 };
     let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
     // SAFETY: c and len are valid for writing and len holds c's size.
-    let r = unsafe { libc::getsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_PEERCRED, (&mut c as *mut libc::ucred).cast(), &mut len) };
+    let r = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut c as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
     if r != 0 {
         return Err(io::Error::last_os_error());
     }
@@ -104,12 +116,20 @@ impl Listener {
                 if UnixStream::connect(path).is_ok() {
                     return Err(ListenError::AlreadyRunning(path.to_path_buf()));
                 }
-                std::fs::remove_file(path).map_err(|err| ListenError::Io { what: "remove stale", path: path.to_path_buf(), err })?;
+                std::fs::remove_file(path).map_err(|err| ListenError::Io {
+                    what: "remove stale",
+                    path: path.to_path_buf(),
+                    err,
+                })?;
             }
         }
-        let sock = UnixListener::bind(path).map_err(|err| ListenError::Io { what: "bind", path: path.to_path_buf(), err })?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(cfg.mode))
-            .map_err(|err| ListenError::Io { what: "chmod", path: path.to_path_buf(), err })?;
+        let sock =
+            UnixListener::bind(path).map_err(|err| ListenError::Io { what: "bind", path: path.to_path_buf(), err })?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(cfg.mode)).map_err(|err| ListenError::Io {
+            what: "chmod",
+            path: path.to_path_buf(),
+            err,
+        })?;
         Ok(Listener { sock, owned_path: Some(path.to_path_buf()), cfg })
     }
 
@@ -158,7 +178,9 @@ impl Listener {
         loop {
             let stream = match self.sock.accept() {
                 Ok((s, _)) => s,
-                Err(e) if stop.load(Ordering::SeqCst) => return if e.kind() == io::ErrorKind::InvalidInput { Ok(()) } else { Err(e) },
+                Err(e) if stop.load(Ordering::SeqCst) => {
+                    return if e.kind() == io::ErrorKind::InvalidInput { Ok(()) } else { Err(e) }
+                }
                 Err(e) => match e.raw_os_error() {
                     Some(libc::EINTR) | Some(libc::ECONNABORTED) | Some(libc::EPROTO) => continue,
                     Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM) => {
@@ -190,17 +212,18 @@ impl Listener {
             }
             let server = server.clone();
             let count = active.clone();
-            let spawned = std::thread::Builder::new().name("pcsc-conn".into()).stack_size(256 * 1024).spawn(move || {
-                struct Release(Arc<AtomicUsize>);
-                impl Drop for Release {
-                    fn drop(&mut self) {
-                        self.0.fetch_sub(1, Ordering::SeqCst);
+            let spawned =
+                std::thread::Builder::new().name("pcsc-conn".into()).stack_size(256 * 1024).spawn(move || {
+                    struct Release(Arc<AtomicUsize>);
+                    impl Drop for Release {
+                        fn drop(&mut self) {
+                            self.0.fetch_sub(1, Ordering::SeqCst);
+                        }
                     }
-                }
-                let _release = Release(count);
-                tracing::debug!(uid = cred.uid, pid = cred.pid, "client connected");
-                server.serve(stream);
-            });
+                    let _release = Release(count);
+                    tracing::debug!(uid = cred.uid, pid = cred.pid, "client connected");
+                    server.serve(stream);
+                });
             if let Err(e) = spawned {
                 active.fetch_sub(1, Ordering::SeqCst);
                 tracing::warn!(error = %e, "cannot start a connection thread");
@@ -239,7 +262,9 @@ fn check_unix_stream(fd: RawFd) -> Result<(), String> {
     let mut ty: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: ty and len are valid for writing; len holds ty's size.
-    let r = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_TYPE, (&mut ty as *mut libc::c_int).cast(), &mut len) };
+    let r = unsafe {
+        libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_TYPE, (&mut ty as *mut libc::c_int).cast(), &mut len)
+    };
     if r != 0 {
         return Err(format!("fd {fd} is not a socket: {}", io::Error::last_os_error()));
     }

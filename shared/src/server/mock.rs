@@ -17,14 +17,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::consts::{attr, card_state, ctl_code, disposition as disp, protocol, share, CM_IOCTL_GET_FEATURE_REQUEST, MAX_ATR_SIZE, MAX_BUFFER_SIZE};
+use crate::consts::{
+    attr, card_state, ctl_code, disposition as disp, protocol, share, CM_IOCTL_GET_FEATURE_REQUEST, MAX_ATR_SIZE,
+    MAX_BUFFER_SIZE,
+};
 use crate::error::Rv;
 use crate::wire::ReaderState;
 
 use super::backend::{Attrib, Backend, CardInfo, CardRef, ChangeSignal, Controlled, Refused, SessionId, Transmitted};
 
 /// A T=1 ATR (15 bytes) for the mock card.
-pub const MOCK_ATR: [u8; 15] = [0x3B, 0x8A, 0x80, 0x01, 0x80, 0x31, 0x80, 0x65, 0xB0, 0x85, 0x03, 0x00, 0xEF, 0x12, 0x0F];
+pub const MOCK_ATR: [u8; 15] =
+    [0x3B, 0x8A, 0x80, 0x01, 0x80, 0x31, 0x80, 0x65, 0xB0, 0x85, 0x03, 0x00, 0xEF, 0x12, 0x0F];
 /// The APDU the integration tests select with.
 pub const SELECT_TEST_AID: [u8; 12] = [0x00, 0xA4, 0x04, 0x00, 0x07, 0xA0, 0x00, 0x00, 0x05, 0x27, 0x21, 0x01];
 
@@ -75,7 +79,11 @@ pub struct MockBackend {
 
 impl Default for MockBackend {
     fn default() -> Self {
-        MockBackend { world: Mutex::new(World { reader_events: 1, ..Default::default() }), changes: ChangeSignal::new(), next_id: AtomicU64::new(1) }
+        MockBackend {
+            world: Mutex::new(World { reader_events: 1, ..Default::default() }),
+            changes: ChangeSignal::new(),
+            next_id: AtomicU64::new(1),
+        }
     }
 }
 
@@ -315,7 +323,13 @@ impl Backend for MockBackend {
         self.changes.wait(since, timeout)
     }
 
-    fn connect(&self, session: SessionId, reader: &[u8], share_mode: u32, protocols: u32) -> Result<(CardRef, u32), Refused> {
+    fn connect(
+        &self,
+        session: SessionId,
+        reader: &[u8],
+        share_mode: u32,
+        protocols: u32,
+    ) -> Result<(CardRef, u32), Refused> {
         let mut w = self.world();
         if !w.sessions.contains_key(&session.0) {
             return Err(Rv::E_INVALID_HANDLE.into());
@@ -358,7 +372,14 @@ impl Backend for MockBackend {
         Ok((CardRef(card), active))
     }
 
-    fn reconnect(&self, session: SessionId, card: CardRef, share_mode: u32, protocols: u32, init: u32) -> Result<u32, Refused> {
+    fn reconnect(
+        &self,
+        session: SessionId,
+        card: CardRef,
+        share_mode: u32,
+        protocols: u32,
+        init: u32,
+    ) -> Result<u32, Refused> {
         let mut w = self.world();
         if !(share::EXCLUSIVE..=share::DIRECT).contains(&share_mode) || init > disp::EJECT {
             return Err(Rv::E_INVALID_VALUE.into());
@@ -368,7 +389,8 @@ impl Backend for MockBackend {
             return Err(Rv::E_INVALID_HANDLE.into());
         }
         let others = w.handles.iter().filter(|(k, o)| o.reader == h.reader && **k != card.0).count();
-        let other_exclusive = w.handles.iter().any(|(k, o)| o.reader == h.reader && *k != card.0 && o.share_mode == share::EXCLUSIVE);
+        let other_exclusive =
+            w.handles.iter().any(|(k, o)| o.reader == h.reader && *k != card.0 && o.share_mode == share::EXCLUSIVE);
         if other_exclusive || (share_mode == share::EXCLUSIVE && others > 0) || w.locked_by_other(h.reader, card.0) {
             return Err(Rv::E_SHARING_VIOLATION.into());
         }
@@ -468,7 +490,15 @@ impl Backend for MockBackend {
         Ok(CardInfo { reader: r.name.clone(), state, protocol: r.active_protocol, atr })
     }
 
-    fn transmit(&self, session: SessionId, card: CardRef, send_pci: (u32, u32), apdu: &[u8], _recv_pci: (u32, u32), recv: &mut [u8]) -> Transmitted {
+    fn transmit(
+        &self,
+        session: SessionId,
+        card: CardRef,
+        send_pci: (u32, u32),
+        apdu: &[u8],
+        _recv_pci: (u32, u32),
+        recv: &mut [u8],
+    ) -> Transmitted {
         let mut w = self.world();
         let (reader, c) = match w.check(card, session) {
             Ok(x) => x,

@@ -37,7 +37,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 pub use backend::{Attrib, Backend, CardInfo, CardRef, ChangeSignal, Controlled, Refused, SessionId, Transmitted};
-pub use listener::{Listener, ListenerConfig, ListenError, RunningListener};
+pub use listener::{ListenError, Listener, ListenerConfig, RunningListener};
 
 use crate::wire::Version;
 use registry::Registry;

@@ -48,7 +48,14 @@ mod tests {
 
     #[test]
     fn accepted_versions_are_echoed() {
-        for (minor, v) in [(0, Version::V4_0), (2, Version::V4_2), (3, Version::V4_3), (4, Version::V4_4), (5, Version::V4_5), (6, Version::V4_6)] {
+        for (minor, v) in [
+            (0, Version::V4_0),
+            (2, Version::V4_2),
+            (3, Version::V4_3),
+            (4, Version::V4_4),
+            (5, Version::V4_5),
+            (6, Version::V4_6),
+        ] {
             let (reply, accepted) = answer(4, minor, Version::V4_6, Version::V4_2);
             assert_eq!(accepted, Some(v));
             assert_eq!(reply, VersionMsg { major: 4, minor, rv: 0 });

@@ -165,7 +165,10 @@ pub fn random_handle() -> u32 {
         // No entropy yet (early boot): a mixed clock and counter still gives
         // unique, unpredictable-enough values (uniqueness is checked anyway).
         static FALLBACK: AtomicU64 = AtomicU64::new(0x9E37_79B9_7F4A_7C15);
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
         let x = FALLBACK.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed) ^ t;
         let x = (x ^ (x >> 31)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         (x >> 32) as u32

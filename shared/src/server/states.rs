@@ -80,7 +80,13 @@ mod tests {
     #[test]
     fn fixed_arrays_per_layout() {
         let states = [reader("A"), reader("B")];
-        for (v, size) in [(Version::V4_0, 2496), (Version::V4_2Rn100, 2496), (Version::V4_2, 2944), (Version::V4_4, 2944), (Version::V4_6, 2944)] {
+        for (v, size) in [
+            (Version::V4_0, 2496),
+            (Version::V4_2Rn100, 2496),
+            (Version::V4_2, 2944),
+            (Version::V4_4, 2944),
+            (Version::V4_6, 2944),
+        ] {
             let mut b = Vec::new();
             emit_fixed(&mut b, &states, v);
             assert_eq!(b.len(), size, "{v}");
@@ -125,7 +131,7 @@ mod tests {
         // Other layouts are unchanged: the counter in its own field, the state as is.
         for v in [Version::V4_2Rn100, Version::V4_2, Version::V4_4] {
             let mut out = Vec::new();
-            emit_fixed(&mut out, &[b.clone()], v);
+            emit_fixed(&mut out, std::slice::from_ref(&b), v);
             let back = parse_array(&out, v.rs_layout()).unwrap();
             assert_eq!((back[0].state, back[0].event_counter), (0x12, 0x1_0002), "{v}");
         }

@@ -119,8 +119,20 @@ fixed_msg! {
 }
 
 with_rv!(
-    VersionMsg, EstablishMsg, ReleaseMsg, ReconnectMsg, DisconnectMsg, BeginMsg, EndMsg, CancelMsg,
-    CancelTransactionMsg, StatusMsg, TransmitMsg, ControlMsg, WaitMsg, ReaderEventsMsg
+    VersionMsg,
+    EstablishMsg,
+    ReleaseMsg,
+    ReconnectMsg,
+    DisconnectMsg,
+    BeginMsg,
+    EndMsg,
+    CancelMsg,
+    CancelTransactionMsg,
+    StatusMsg,
+    TransmitMsg,
+    ControlMsg,
+    WaitMsg,
+    ReaderEventsMsg
 );
 
 /// `SCARD_CONNECT`: 24 + reader-name bytes (152 with 128-byte names, 124 with 100).
@@ -189,7 +201,16 @@ pub struct Status40Msg {
 
 impl Default for Status40Msg {
     fn default() -> Self {
-        Status40Msg { h_card: 0, reader_names: Vec::new(), reader_len: 0, state: 0, protocol: 0, atr: [0; MAX_ATR_SIZE], atr_len: 0, rv: 0 }
+        Status40Msg {
+            h_card: 0,
+            reader_names: Vec::new(),
+            reader_len: 0,
+            state: 0,
+            protocol: 0,
+            atr: [0; MAX_ATR_SIZE],
+            atr_len: 0,
+            rv: 0,
+        }
     }
 }
 
@@ -387,7 +408,16 @@ mod tests {
 
     #[test]
     fn status40_layout() {
-        let mut m = Status40Msg { h_card: 1, reader_names: b"R".to_vec(), reader_len: 100, state: 0x34, protocol: 2, atr_len: 3, rv: 0, ..Default::default() };
+        let mut m = Status40Msg {
+            h_card: 1,
+            reader_names: b"R".to_vec(),
+            reader_len: 100,
+            state: 0x34,
+            protocol: 2,
+            atr_len: 3,
+            rv: 0,
+            ..Default::default()
+        };
         m.atr[..3].copy_from_slice(&[0x3B, 0x00, 0x11]);
         let mut b = Vec::new();
         m.emit(&mut b);
@@ -420,8 +450,30 @@ mod tests {
     #[test]
     fn small_structs_bytes() {
         assert_eq!(EstablishMsg { scope: 2, h_context: 0, rv: 0 }.to_bytes(), le(&[2, 0, 0]));
-        assert_eq!(ReconnectMsg { h_card: 5, share_mode: 2, preferred_protocols: 3, initialization: 1, active_protocol: 2, rv: 0 }.to_bytes(), le(&[5, 2, 3, 1, 2, 0]));
-        assert_eq!(ControlMsg { h_card: 5, control_code: 0x4200_0D48, send_length: 0, recv_length: 264, bytes_returned: 0, rv: 0 }.to_bytes(), le(&[5, 0x4200_0D48, 0, 264, 0, 0]));
+        assert_eq!(
+            ReconnectMsg {
+                h_card: 5,
+                share_mode: 2,
+                preferred_protocols: 3,
+                initialization: 1,
+                active_protocol: 2,
+                rv: 0
+            }
+            .to_bytes(),
+            le(&[5, 2, 3, 1, 2, 0])
+        );
+        assert_eq!(
+            ControlMsg {
+                h_card: 5,
+                control_code: 0x4200_0D48,
+                send_length: 0,
+                recv_length: 264,
+                bytes_returned: 0,
+                rv: 0
+            }
+            .to_bytes(),
+            le(&[5, 0x4200_0D48, 0, 264, 0, 0])
+        );
         assert_eq!(WaitMsg::parse(&le(&[0, 0x8010_0002])).unwrap().result(), Rv::E_CANCELLED);
         assert_eq!(parse_state_size(&le(&[2])).unwrap(), 2);
         assert!(parse_state_size(&(-1i32).to_le_bytes()).is_err());

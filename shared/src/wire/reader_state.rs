@@ -123,7 +123,7 @@ impl ReaderState {
 /// Parses a whole array; `buf` must be a whole number of records.
 pub fn parse_array(buf: &[u8], layout: RsLayout) -> Result<Vec<ReaderState>, WireError> {
     let rs = layout.record_size();
-    if buf.len() % rs != 0 {
+    if !buf.len().is_multiple_of(rs) {
         return Err(WireError::TrailingData { extra: buf.len() % rs });
     }
     buf.chunks_exact(rs).map(|c| ReaderState::parse(c, layout)).collect()

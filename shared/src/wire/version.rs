@@ -35,15 +35,8 @@ pub enum WaitReply {
 impl Version {
     pub const NEWEST: Version = Version::V4_6;
     /// Newest first: the order in which a client offers versions.
-    pub const ALL_NEWEST_FIRST: [Version; 7] = [
-        Version::V4_6,
-        Version::V4_5,
-        Version::V4_4,
-        Version::V4_3,
-        Version::V4_2,
-        Version::V4_2Rn100,
-        Version::V4_0,
-    ];
+    pub const ALL_NEWEST_FIRST: [Version; 7] =
+        [Version::V4_6, Version::V4_5, Version::V4_4, Version::V4_3, Version::V4_2, Version::V4_2Rn100, Version::V4_0];
 
     pub const fn major(self) -> u32 {
         4

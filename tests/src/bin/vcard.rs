@@ -23,7 +23,8 @@ use std::time::Duration;
 use pcsc_bridge_tests::card::ATR;
 use pcsc_bridge_tests::vpcd::{self, hex, CardHandle, Options};
 
-const USAGE: &str = "usage: vcard --port PORT [--ctl PATH] [--absent]\n       vcard ctl PATH insert|remove|status\n       vcard atr";
+const USAGE: &str =
+    "usage: vcard --port PORT [--ctl PATH] [--absent]\n       vcard ctl PATH insert|remove|status\n       vcard atr";
 
 static CTL_PATH: OnceLock<CString> = OnceLock::new();
 
@@ -96,10 +97,7 @@ fn run_card(args: &[String]) -> ExitCode {
     install_signals();
     let log = std::env::var("VCARD_LOG").is_ok_and(|v| v == "1");
     println!("ATR: {}", hex(&ATR));
-    println!(
-        "vpcd port: {port}, initially {}",
-        if absent { "absent" } else { "present" }
-    );
+    println!("vpcd port: {port}, initially {}", if absent { "absent" } else { "present" });
     let _ = std::io::stdout().flush();
 
     let listener = match &ctl {
@@ -119,11 +117,7 @@ fn run_card(args: &[String]) -> ExitCode {
         None => None,
     };
 
-    let handle = vpcd::spawn(Options {
-        port,
-        inserted: !absent,
-        log,
-    });
+    let handle = vpcd::spawn(Options { port, inserted: !absent, log });
     match listener {
         Some(l) => {
             for conn in l.incoming() {

@@ -63,9 +63,7 @@ usage: vscard --listen SOCK [--ctl PATH] [--absent] [--log] [--once] [--atr HEX]
        vscard atr";
 
 /// The T=0-only ATR: TS `3B`, T0 `0A` (no interface bytes, 10 historical bytes), `"pcscbridge"`.
-pub const ATR_T0: [u8; 12] = [
-    0x3B, 0x0A, b'p', b'c', b's', b'c', b'b', b'r', b'i', b'd', b'g', b'e',
-];
+pub const ATR_T0: [u8; 12] = [0x3B, 0x0A, b'p', b'c', b's', b'c', b'b', b'r', b'i', b'd', b'g', b'e'];
 
 /// Largest response QEMU 7.2 delivers (384-byte bulk-IN message minus the 10-byte header).
 const QEMU_MAX_RESPONSE: usize = 374;
@@ -160,10 +158,7 @@ mod vsc {
             return Err(format!("bad magic {:02X?}", &p[..4]));
         }
         let version = u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
-        let caps = p[8..]
-            .chunks_exact(4)
-            .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
+        let caps = p[8..].chunks_exact(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]])).collect();
         Ok((version, caps))
     }
 
@@ -208,11 +203,7 @@ mod vsc {
                 format!("stream ended inside a {} payload", ty.name()),
             ));
         }
-        Ok(Some(Msg {
-            ty,
-            reader,
-            payload,
-        }))
+        Ok(Some(Msg { ty, reader, payload }))
     }
 }
 
@@ -273,10 +264,7 @@ type Shared = Arc<Mutex<State>>;
 impl State {
     fn send(&mut self, ty: Type, reader: u32, payload: &[u8]) -> io::Result<()> {
         let Some(c) = self.conn.as_mut() else {
-            return Err(io::Error::new(
-                io::ErrorKind::NotConnected,
-                "QEMU is not connected",
-            ));
+            return Err(io::Error::new(io::ErrorKind::NotConnected, "QEMU is not connected"));
         };
         c.write_all(&vsc::encode(ty, reader, payload))
     }
@@ -338,17 +326,10 @@ impl State {
         if self.full_log {
             log!("apdu #{n} < {}", hex(&out));
         } else {
-            log!(
-                "apdu #{n} < +{} {}",
-                out.len() - 2,
-                hex(&out[out.len() - 2..])
-            );
+            log!("apdu #{n} < +{} {}", out.len() - 2, hex(&out[out.len() - 2..]));
         }
         if out.len() - 2 > QEMU_MAX_RESPONSE {
-            log!(
-                "apdu #{n}: warning: {} data bytes, more than QEMU 7.2 delivers ({QEMU_MAX_RESPONSE})",
-                out.len() - 2
-            );
+            log!("apdu #{n}: warning: {} data bytes, more than QEMU 7.2 delivers ({QEMU_MAX_RESPONSE})", out.len() - 2);
         }
         if let Err(e) = self.send(Type::APDU, vsc::READER, &out) {
             log!("apdu #{n}: send response: {e}");
@@ -388,10 +369,7 @@ fn parse_hex(s: &str) -> Option<Vec<u8>> {
     if digits.len() & 1 == 1 {
         return None;
     }
-    (0..digits.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&digits[i..i + 2], 16).ok())
-        .collect()
+    (0..digits.len()).step_by(2).map(|i| u8::from_str_radix(&digits[i..i + 2], 16).ok()).collect()
 }
 
 fn bind(path: &Path) -> Result<UnixListener, String> {
@@ -473,9 +451,7 @@ fn run(args: &[String]) -> ExitCode {
             hex(&st.atr),
             if st.present { "present" } else { "absent" },
             listen.display(),
-            ctl.as_ref()
-                .map(|p| format!(", control {}", p.display()))
-                .unwrap_or_default()
+            ctl.as_ref().map(|p| format!(", control {}", p.display())).unwrap_or_default()
         );
     }
     if let Some(l) = ctl_l {
@@ -540,11 +516,7 @@ fn serve_qemu(c: UnixStream, shared: &Shared) -> io::Result<()> {
                 }
                 if !reader_add_sent {
                     reader_add_sent = true;
-                    st.send(
-                        Type::READER_ADD,
-                        vsc::UNDEFINED_READER,
-                        b"pcsc-bridge vscard",
-                    )?;
+                    st.send(Type::READER_ADD, vsc::UNDEFINED_READER, b"pcsc-bridge vscard")?;
                     log!("> ReaderAdd \"pcsc-bridge vscard\"");
                 }
             }
@@ -553,11 +525,7 @@ fn serve_qemu(c: UnixStream, shared: &Shared) -> io::Result<()> {
                     [a, b, c, d, ..] => u32::from_be_bytes([a, b, c, d]),
                     _ => u32::MAX,
                 };
-                log!(
-                    "< Error {code} ({}), reader {}",
-                    vsc::error_name(code),
-                    m.reader
-                );
+                log!("< Error {code} ({}), reader {}", vsc::error_name(code), m.reader);
                 if reader_add_sent && !st.reader_added {
                     if code == 0 {
                         st.reader_added = true;
@@ -572,22 +540,13 @@ fn serve_qemu(c: UnixStream, shared: &Shared) -> io::Result<()> {
             }
             Type::APDU => st.apdu(&m.payload),
             Type::READER_REMOVE | Type::CARD_REMOVE | Type::ATR => {
-                log!(
-                    "< {} reader {} (unexpected from QEMU, ignored)",
-                    m.ty.name(),
-                    m.reader
-                )
+                log!("< {} reader {} (unexpected from QEMU, ignored)", m.ty.name(), m.reader)
             }
             Type::FLUSH => {
                 log!("< Flush");
                 st.send(Type::FLUSH_COMPLETE, vsc::READER, &[])?;
             }
-            ty => log!(
-                "< {} reader {} payload {} (ignored)",
-                ty.name(),
-                m.reader,
-                hex(&m.payload)
-            ),
+            ty => log!("< {} reader {} payload {} (ignored)", ty.name(), m.reader, hex(&m.payload)),
         }
     }
     Ok(())
@@ -640,11 +599,7 @@ mod tests {
         assert_eq!(ATR_T0[0], 0x3B);
         assert_eq!(ATR_T0[1] & 0xF0, 0, "no interface bytes");
         assert_eq!((ATR_T0[1] & 0x0F) as usize, ATR_T0.len() - 2);
-        assert_eq!(
-            &ATR_T0[2..],
-            &card::ATR[4..14],
-            "same historical bytes as card::ATR"
-        );
+        assert_eq!(&ATR_T0[2..], &card::ATR[4..14], "same historical bytes as card::ATR");
     }
 
     #[test]
@@ -652,10 +607,7 @@ mod tests {
         let m = vsc::encode(Type::APDU, 0, &[0x90, 0x00]);
         assert_eq!(m, [0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 2, 0x90, 0]);
         let got = vsc::read_msg(&mut &m[..]).unwrap().unwrap();
-        assert_eq!(
-            (got.ty, got.reader, got.payload),
-            (Type::APDU, 0, vec![0x90, 0])
-        );
+        assert_eq!((got.ty, got.reader, got.payload), (Type::APDU, 0, vec![0x90, 0]));
         assert!(vsc::read_msg(&mut &[][..]).unwrap().is_none());
         assert!(vsc::read_msg(&mut &m[..5]).is_err());
         assert!(vsc::read_msg(&mut &m[..13]).is_err());
@@ -687,19 +639,13 @@ mod tests {
         let next = |q: &mut UnixStream| vsc::read_msg(q).unwrap().unwrap();
         let m = next(&mut qemu);
         assert_eq!((m.ty, m.payload), (Type::INIT, vsc::init_payload()));
-        qemu.write_all(&vsc::encode(Type::INIT, 0, &vsc::init_payload()))
-            .unwrap();
+        qemu.write_all(&vsc::encode(Type::INIT, 0, &vsc::init_payload())).unwrap();
         let m = next(&mut qemu);
         assert_eq!(m.ty, Type::READER_ADD);
-        qemu.write_all(&vsc::encode(Type::ERROR, 0, &[0; 4]))
-            .unwrap();
+        qemu.write_all(&vsc::encode(Type::ERROR, 0, &[0; 4])).unwrap();
         let m = next(&mut qemu);
-        assert_eq!(
-            (m.ty, m.reader, &m.payload[..]),
-            (Type::ATR, 0, &ATR_T0[..])
-        );
-        qemu.write_all(&vsc::encode(Type::ERROR, 0, &[0; 4]))
-            .unwrap();
+        assert_eq!((m.ty, m.reader, &m.payload[..]), (Type::ATR, 0, &ATR_T0[..]));
+        qemu.write_all(&vsc::encode(Type::ERROR, 0, &[0; 4])).unwrap();
         let mut sel = vec![0, 0xA4, 4, 0, 7];
         sel.extend_from_slice(&card::AID);
         qemu.write_all(&vsc::encode(Type::APDU, 0, &sel)).unwrap();

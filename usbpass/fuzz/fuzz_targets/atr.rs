@@ -11,7 +11,14 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(a) = Atr::parse(data) {
         assert_eq!(a.bytes(), data);
         assert_eq!(a.historical().len(), (data[1] & 0x0F) as usize);
-        let _ = (a.tck_ok(), a.check_tck(), a.protocols(), a.default_protocol(), a.specific_mode(), a.clock_stop_and_class());
+        let _ = (
+            a.tck_ok(),
+            a.check_tck(),
+            a.protocols(),
+            a.default_protocol(),
+            a.specific_mode(),
+            a.clock_stop_and_class(),
+        );
         let _ = (a.fi(), a.di(), a.wi(), a.extra_guard_time(), a.t1_uses_crc(), a.bwi(), a.cwi());
         assert!((1..=254).contains(&a.ifsc()));
         assert!(a.wi() != 0);

@@ -300,7 +300,10 @@ impl CcidDescriptor {
 
     /// Search the interface's extra bytes, then each endpoint's (O2Micro OZ776, REINER SCT
     /// cyberJack, BluDrive II put it after the last endpoint), last endpoint first.
-    pub fn locate<'a>(interface_extra: &[u8], endpoint_extras: impl DoubleEndedIterator<Item = &'a [u8]>) -> Result<Self, DescriptorError> {
+    pub fn locate<'a>(
+        interface_extra: &[u8],
+        endpoint_extras: impl DoubleEndedIterator<Item = &'a [u8]>,
+    ) -> Result<Self, DescriptorError> {
         if let Some(r) = Self::find_in(interface_extra) {
             return r;
         }
@@ -386,9 +389,9 @@ pub(crate) mod tests {
 
     /// QEMU 7.2's `usb-ccid` class descriptor (test-environments.md, ccid.md §10.1).
     pub const QEMU: [u8; 54] = [
-        0x36, 0x21, 0x10, 0x01, 0x00, 0x07, 0x01, 0x00, 0x00, 0x00, 0xA0, 0x0F, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x80, 0x25, 0x00,
-        0x00, 0x00, 0xC2, 0x01, 0x00, 0x00, 0xFE, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xFE, 0x04, 0x01, 0x00,
-        0x12, 0x00, 0x01, 0x00, 0xFF, 0xFF, 0x00, 0x00, 0x01, 0x01,
+        0x36, 0x21, 0x10, 0x01, 0x00, 0x07, 0x01, 0x00, 0x00, 0x00, 0xA0, 0x0F, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00,
+        0x00, 0x80, 0x25, 0x00, 0x00, 0x00, 0xC2, 0x01, 0x00, 0x00, 0xFE, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0xFE, 0x04, 0x01, 0x00, 0x12, 0x00, 0x01, 0x00, 0xFF, 0xFF, 0x00, 0x00, 0x01, 0x01,
     ];
 
     /// A descriptor built per specification with the values ccid.md §9.1 gives for a reader.
@@ -482,7 +485,9 @@ pub(crate) mod tests {
             assert_eq!(&back, d);
             assert_eq!(back.level(), Some(level));
         }
-        assert!(yk.features.auto_parameters() && yk.features.auto_pps() && !yk.features.auto_ifsd() && !yk.protocols.t0());
+        assert!(
+            yk.features.auto_parameters() && yk.features.auto_pps() && !yk.features.auto_ifsd() && !yk.protocols.t0()
+        );
         assert!(!twin.features.auto_voltage() && !twin.features.auto_pps() && !twin.features.auto_ifsd());
         assert!(omni.features.auto_pps() && !omni.features.auto_parameters());
         assert!(acr38.voltage_support.v5() && !acr38.voltage_support.v3());
@@ -493,7 +498,8 @@ pub(crate) mod tests {
     fn undefined_level() {
         assert_eq!(ExchangeLevel::from_features(0x3_0000), None);
         assert_eq!(ExchangeLevel::from_features(0x7_0000), None);
-        for l in [ExchangeLevel::Character, ExchangeLevel::Tpdu, ExchangeLevel::ShortApdu, ExchangeLevel::ExtendedApdu] {
+        for l in [ExchangeLevel::Character, ExchangeLevel::Tpdu, ExchangeLevel::ShortApdu, ExchangeLevel::ExtendedApdu]
+        {
             assert_eq!(ExchangeLevel::from_features(l.bits() | 0xFF), Some(l));
         }
     }

@@ -22,7 +22,9 @@
 //!   fails (APDUs are not idempotent, nothing is re-sent);
 //! * `NoDevice` makes every later call fail at once.
 
-use super::message::{self, msg_type, Command, Frame, GetSlotStatus, IccStatus, MessageError, Notification, Reply, Status, HEADER_LEN};
+use super::message::{
+    self, msg_type, Command, Frame, GetSlotStatus, IccStatus, MessageError, Notification, Reply, Status, HEADER_LEN,
+};
 use super::transport::{class_request, usb_timeout, Endpoint, Transport, TransportError};
 use pcsc_proto::Rv;
 use std::fmt;
@@ -197,7 +199,11 @@ pub struct Ccid<T: Transport> {
 
 impl<T: Transport> fmt::Debug for Ccid<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Ccid").field("seq", &self.seq).field("max_msg", &self.max_msg).field("gone", &self.gone).finish()
+        f.debug_struct("Ccid")
+            .field("seq", &self.seq)
+            .field("max_msg", &self.max_msg)
+            .field("gone", &self.gone)
+            .finish()
     }
 }
 
@@ -346,11 +352,24 @@ impl<T: Transport> Ccid<T> {
     }
 
     /// Wait for the reply to (slot, seq): returns its position in `rx`.
-    fn receive(&mut self, cmd: &'static str, slot: u8, seq: u8, timeout: Duration) -> Result<(usize, usize), CcidError> {
+    fn receive(
+        &mut self,
+        cmd: &'static str,
+        slot: u8,
+        seq: u8,
+        timeout: Duration,
+    ) -> Result<(usize, usize), CcidError> {
         self.receive_raw(cmd, slot, seq, timeout, true)
     }
 
-    fn receive_raw(&mut self, cmd: &'static str, slot: u8, seq: u8, timeout: Duration, recover: bool) -> Result<(usize, usize), CcidError> {
+    fn receive_raw(
+        &mut self,
+        cmd: &'static str,
+        slot: u8,
+        seq: u8,
+        timeout: Duration,
+        recover: bool,
+    ) -> Result<(usize, usize), CcidError> {
         let mut deadline = deadline_after(timeout);
         let mut stale = 0usize;
         loop {
@@ -426,7 +445,8 @@ impl<T: Transport> Ccid<T> {
             }
             filled += n;
             if filled >= HEADER_LEN {
-                let need = HEADER_LEN.saturating_add(u32::from_le_bytes([self.rx[1], self.rx[2], self.rx[3], self.rx[4]]) as usize);
+                let need = HEADER_LEN
+                    .saturating_add(u32::from_le_bytes([self.rx[1], self.rx[2], self.rx[3], self.rx[4]]) as usize);
                 if filled >= need {
                     if filled > need {
                         tracing::debug!(extra = filled - need, "bytes after a CCID message ignored");
@@ -663,7 +683,10 @@ mod tests {
             s.reads.push_back(Ok(data_block(9, Status::OK_ACTIVE, &[])));
         }
         let mut c = Ccid::new(s, 271);
-        assert_eq!(c.transact(0, &XfrBlock { bwi: 0, level: 0, data: &[] }, T), Err(CcidError::Stale { cmd: "XfrBlock" }));
+        assert_eq!(
+            c.transact(0, &XfrBlock { bwi: 0, level: 0, data: &[] }, T),
+            Err(CcidError::Stale { cmd: "XfrBlock" })
+        );
     }
 
     #[test]
@@ -748,10 +771,14 @@ mod tests {
 
     #[test]
     fn rv_mapping() {
-        let absent =
-            CcidError::Failed { cmd: "XfrBlock", status: Status::new(IccStatus::Absent, CommandStatus::Failed, ErrorCode::ICC_MUTE) };
-        let mute =
-            CcidError::Failed { cmd: "XfrBlock", status: Status::new(IccStatus::Active, CommandStatus::Failed, ErrorCode::ICC_MUTE) };
+        let absent = CcidError::Failed {
+            cmd: "XfrBlock",
+            status: Status::new(IccStatus::Absent, CommandStatus::Failed, ErrorCode::ICC_MUTE),
+        };
+        let mute = CcidError::Failed {
+            cmd: "XfrBlock",
+            status: Status::new(IccStatus::Active, CommandStatus::Failed, ErrorCode::ICC_MUTE),
+        };
         assert!(absent.is_card_absent() && !absent.is_mute());
         assert!(mute.is_mute() && !mute.is_card_absent());
         assert_eq!(absent.rv(Op::Transmit), Rv::E_NO_SMARTCARD);

@@ -18,8 +18,8 @@ use super::atr::{self, Atr, AtrError, Protocol, Protocols};
 use super::descriptor::{CcidDescriptor, ExchangeLevel};
 use super::device::{self, Ccid, CcidError, Op};
 use super::message::{
-    DataBlock, ErrorCode, Escape, GetSlotStatus, IccPowerOff, IccPowerOn, IccStatus, PowerSelect, ProtocolParams, Secure, SetParameters,
-    Status, T0Params, T1Params, XfrBlock,
+    DataBlock, ErrorCode, Escape, GetSlotStatus, IccPowerOff, IccPowerOn, IccStatus, PowerSelect, ProtocolParams,
+    Secure, SetParameters, Status, T0Params, T1Params, XfrBlock,
 };
 use super::t0::{self, T0Error, T0Options};
 use super::t1::{BlockXfer, Edc, T1Error, XferError, T1};
@@ -56,7 +56,12 @@ pub struct ExchangeOptions {
 
 impl Default for ExchangeOptions {
     fn default() -> Self {
-        ExchangeOptions { t0: T0Options::default(), start_voltage: PowerSelect::V5, data_rates: Vec::new(), slack: Duration::from_secs(1) }
+        ExchangeOptions {
+            t0: T0Options::default(),
+            start_voltage: PowerSelect::V5,
+            data_rates: Vec::new(),
+            slack: Duration::from_secs(1),
+        }
     }
 }
 
@@ -106,14 +111,17 @@ impl ExchangeError {
             ExchangeError::NotPowered => Rv::W_UNPOWERED_CARD,
             ExchangeError::NotConnected => Rv::E_NOT_TRANSACTED,
             ExchangeError::ProtocolMismatch { .. } => Rv::E_PROTO_MISMATCH,
-            ExchangeError::Atr(_) | ExchangeError::ProtocolNotSupported(_) | ExchangeError::PpsFailed | ExchangeError::SetParameters(_) => {
-                Rv::W_UNRESPONSIVE_CARD
-            }
+            ExchangeError::Atr(_)
+            | ExchangeError::ProtocolNotSupported(_)
+            | ExchangeError::PpsFailed
+            | ExchangeError::SetParameters(_) => Rv::W_UNRESPONSIVE_CARD,
             ExchangeError::Ifsd(T1Error::Fatal(c)) => c.rv(Op::SetProtocol),
             ExchangeError::Ifsd(_) => Rv::W_UNRESPONSIVE_CARD,
             ExchangeError::T1(T1Error::Fatal(c)) | ExchangeError::T0(T0Error::Ccid(c)) => c.rv(Op::Transmit),
             ExchangeError::T1(_) | ExchangeError::T0(_) => Rv::E_NOT_TRANSACTED,
-            ExchangeError::CommandTooLong { .. } | ExchangeError::ResponseTooLong | ExchangeError::EmptyCommand => Rv::E_NOT_TRANSACTED,
+            ExchangeError::CommandTooLong { .. } | ExchangeError::ResponseTooLong | ExchangeError::EmptyCommand => {
+                Rv::E_NOT_TRANSACTED
+            }
         }
     }
 }
@@ -130,7 +138,9 @@ impl fmt::Display for ExchangeError {
             ExchangeError::ProtocolMismatch { requested, offered } => {
                 write!(f, "protocols {:#x} requested, card offers {:#x}", requested.0, offered.0)
             }
-            ExchangeError::ProtocolNotSupported(p) => write!(f, "{p} not supported by the reader or the card's specific mode"),
+            ExchangeError::ProtocolNotSupported(p) => {
+                write!(f, "{p} not supported by the reader or the card's specific mode")
+            }
             ExchangeError::PpsFailed => f.write_str("PPS failed"),
             ExchangeError::SetParameters(s) => write!(f, "SetParameters failed: {s:?}"),
             ExchangeError::Ifsd(e) => write!(f, "IFSD request: {e}"),
@@ -193,7 +203,12 @@ impl<T: Transport> Slot<T> {
 
     /// A slot over an existing `Ccid` (e.g. one made with [`Ccid::with_shared_seq`] for a
     /// multi-slot reader; build it with [`Slot::message_limit`] as its message size).
-    pub fn from_ccid(ccid: Ccid<T>, desc: CcidDescriptor, slot: u8, opts: ExchangeOptions) -> Result<Self, ExchangeError> {
+    pub fn from_ccid(
+        ccid: Ccid<T>,
+        desc: CcidDescriptor,
+        slot: u8,
+        opts: ExchangeOptions,
+    ) -> Result<Self, ExchangeError> {
         let level = match desc.level() {
             Some(l @ (ExchangeLevel::Tpdu | ExchangeLevel::ShortApdu | ExchangeLevel::ExtendedApdu)) => l,
             other => return Err(ExchangeError::UnsupportedLevel(other)),
@@ -334,7 +349,9 @@ impl<T: Transport> Slot<T> {
                     });
                     return Ok(data);
                 }
-                Err(e) if e.is_reader_gone() || e.is_card_absent() => return Err(ExchangeError::Ccid { op: Op::PowerOn, source: e }),
+                Err(e) if e.is_reader_gone() || e.is_card_absent() => {
+                    return Err(ExchangeError::Ccid { op: Op::PowerOn, source: e })
+                }
                 Err(e) => {
                     tracing::debug!(voltage = ?v, error = %e, "power-on failed");
                     last = Some(e);
@@ -509,7 +526,10 @@ impl<T: Transport> Slot<T> {
             if preferred.contains(p) {
                 return Ok((card.atr.clone(), p));
             }
-            return Err(ExchangeError::ProtocolMismatch { requested: preferred, offered: Protocols::default().with(p) });
+            return Err(ExchangeError::ProtocolMismatch {
+                requested: preferred,
+                offered: Protocols::default().with(p),
+            });
         }
         let atr = card.atr.clone();
         let (offered, default) = match &card.parsed {
@@ -539,7 +559,8 @@ impl<T: Transport> Slot<T> {
                 }
                 Err(ExchangeError::SetParameters(s)) if s.error == ErrorCode::CMD_NOT_SUPPORTED => {
                     // libccid's IFD_NOT_SUPPORTED: pcscd goes on with the card's default protocol.
-                    let parsed = self.card.as_ref().and_then(|c| c.parsed.clone().ok()).ok_or(ExchangeError::NotPowered)?;
+                    let parsed =
+                        self.card.as_ref().and_then(|c| c.parsed.clone().ok()).ok_or(ExchangeError::NotPowered)?;
                     self.activate(&parsed, default)?;
                     return Ok((atr, default));
                 }
@@ -564,7 +585,9 @@ impl<T: Transport> Slot<T> {
                 }
                 Some(Protocol::T0) => {
                     let (ccid, slot) = (&mut self.ccid, self.slot);
-                    let mut x = |tpdu: &[u8]| ccid.transact(slot, &XfrBlock { bwi: 0, level: 0, data: tpdu }, timeout).map(|r| r.data);
+                    let mut x = |tpdu: &[u8]| {
+                        ccid.transact(slot, &XfrBlock { bwi: 0, level: 0, data: tpdu }, timeout).map(|r| r.data)
+                    };
                     t0::transmit(&mut x, apdu, &self.opts.t0).map_err(ExchangeError::T0)
                 }
                 None => Err(ExchangeError::NotConnected),

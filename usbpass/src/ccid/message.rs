@@ -60,9 +60,13 @@ impl fmt::Display for MessageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             MessageError::Short { need, have } => write!(f, "short CCID message ({have} bytes, need {need})"),
-            MessageError::WrongType { expected, got } => write!(f, "CCID message type {got:#04x}, expected {expected:#04x}"),
+            MessageError::WrongType { expected, got } => {
+                write!(f, "CCID message type {got:#04x}, expected {expected:#04x}")
+            }
             MessageError::UnknownType(t) => write!(f, "unknown CCID message type {t:#04x}"),
-            MessageError::BadPayload { message, len } => write!(f, "CCID message {message:#04x} with a {len}-byte payload"),
+            MessageError::BadPayload { message, len } => {
+                write!(f, "CCID message {message:#04x} with a {len}-byte payload")
+            }
             MessageError::UnknownProtocol(p) => write!(f, "unknown bProtocolNum {p}"),
             MessageError::TooLong(n) => write!(f, "CCID dwLength {n} too large"),
         }
@@ -370,7 +374,9 @@ impl ProtocolParams {
     pub fn to_bytes(&self) -> ([u8; 7], usize) {
         match *self {
             ProtocolParams::T0(p) => ([p.fi_di, p.tcckst, p.guard_time, p.waiting_integer, p.clock_stop, 0, 0], 5),
-            ProtocolParams::T1(p) => ([p.fi_di, p.tcckst, p.guard_time, p.waiting_integers, p.clock_stop, p.ifsc, p.nad], 7),
+            ProtocolParams::T1(p) => {
+                ([p.fi_di, p.tcckst, p.guard_time, p.waiting_integers, p.clock_stop, p.ifsc, p.nad], 7)
+            }
         }
     }
 
@@ -619,11 +625,14 @@ impl<'a> AnyCommand<'a> {
             msg_type::XFR_BLOCK => AnyCommand::XfrBlock(XfrBlock { bwi: s[0], level, data: f.payload }),
             msg_type::GET_PARAMETERS => AnyCommand::GetParameters(GetParameters),
             msg_type::RESET_PARAMETERS => AnyCommand::ResetParameters(ResetParameters),
-            msg_type::SET_PARAMETERS => AnyCommand::SetParameters(SetParameters::new(ProtocolParams::parse(s[0], f.payload)?)),
+            msg_type::SET_PARAMETERS => {
+                AnyCommand::SetParameters(SetParameters::new(ProtocolParams::parse(s[0], f.payload)?))
+            }
             msg_type::ESCAPE => AnyCommand::Escape(Escape { data: f.payload }),
             msg_type::SECURE => AnyCommand::Secure(Secure { bwi: s[0], level, data: f.payload }),
             msg_type::ABORT => AnyCommand::Abort(Abort),
-            t @ (msg_type::ICC_CLOCK | msg_type::T0_APDU | msg_type::MECHANICAL | msg_type::SET_DATA_RATE_AND_CLOCK) => {
+            t
+            @ (msg_type::ICC_CLOCK | msg_type::T0_APDU | msg_type::MECHANICAL | msg_type::SET_DATA_RATE_AND_CLOCK) => {
                 AnyCommand::Other { message_type: t }
             }
             t => return Err(MessageError::UnknownType(t)),
@@ -754,9 +763,11 @@ impl Reply for EscapeReply {
 /// reply type may differ from the expected one: QEMU answers Escape with a SlotStatus).
 pub fn any_reply_status(f: &Frame<'_>) -> Result<Status, MessageError> {
     match f.header.message_type {
-        msg_type::DATA_BLOCK | msg_type::SLOT_STATUS | msg_type::PARAMETERS | msg_type::ESCAPE_REPLY | msg_type::DATA_RATE_AND_CLOCK => {
-            Ok(f.header.status())
-        }
+        msg_type::DATA_BLOCK
+        | msg_type::SLOT_STATUS
+        | msg_type::PARAMETERS
+        | msg_type::ESCAPE_REPLY
+        | msg_type::DATA_RATE_AND_CLOCK => Ok(f.header.status()),
         t => Err(MessageError::UnknownType(t)),
     }
 }
@@ -877,8 +888,12 @@ mod tests {
             ifsc: 0xFE,
             nad: 0,
         });
-        assert_eq!(roundtrip_cmd(&SetParameters::new(t1)), [0x61, 7, 0, 0, 0, 0, 0x42, 1, 0, 0, 0x13, 0x10, 0, 0x15, 0, 0xFE, 0]);
-        let t0 = ProtocolParams::T0(T0Params { fi_di: 0x11, tcckst: 0, guard_time: 0, waiting_integer: 10, clock_stop: 0 });
+        assert_eq!(
+            roundtrip_cmd(&SetParameters::new(t1)),
+            [0x61, 7, 0, 0, 0, 0, 0x42, 1, 0, 0, 0x13, 0x10, 0, 0x15, 0, 0xFE, 0]
+        );
+        let t0 =
+            ProtocolParams::T0(T0Params { fi_di: 0x11, tcckst: 0, guard_time: 0, waiting_integer: 10, clock_stop: 0 });
         assert_eq!(roundtrip_cmd(&SetParameters::new(t0)), [0x61, 5, 0, 0, 0, 0, 0x42, 0, 0, 0, 0x11, 0, 0, 10, 0]);
         assert_eq!(roundtrip_cmd(&Escape { data: &[0x6A] }), [0x6B, 1, 0, 0, 0, 0, 0x42, 0, 0, 0, 0x6A]);
         assert_eq!(roundtrip_cmd(&Secure { bwi: 0, level: 0, data: &[0] })[0], 0x69);
@@ -887,13 +902,20 @@ mod tests {
 
     #[test]
     fn replies_roundtrip() {
-        let db = DataBlock { status: Status::new(IccStatus::Active, CommandStatus::Ok, 0), chain: 1, data: vec![0x90, 0x00] };
+        let db = DataBlock {
+            status: Status::new(IccStatus::Active, CommandStatus::Ok, 0),
+            chain: 1,
+            data: vec![0x90, 0x00],
+        };
         let mut out = Vec::new();
         db.emit(0, 7, &mut out);
         assert_eq!(out, [0x80, 2, 0, 0, 0, 0, 7, 0, 0, 1, 0x90, 0x00]);
         assert_eq!(DataBlock::parse(&Frame::parse(&out).unwrap()).unwrap(), db);
 
-        let ss = SlotStatus { status: Status::new(IccStatus::Absent, CommandStatus::Failed, ErrorCode::ICC_MUTE), clock_status: 0 };
+        let ss = SlotStatus {
+            status: Status::new(IccStatus::Absent, CommandStatus::Failed, ErrorCode::ICC_MUTE),
+            clock_status: 0,
+        };
         out.clear();
         ss.emit(0, 9, &mut out);
         assert_eq!(out, [0x81, 0, 0, 0, 0, 0, 9, 0x42, 0xFE, 0]);
@@ -941,7 +963,10 @@ mod tests {
     #[test]
     fn short_and_hostile_frames() {
         assert_eq!(Frame::parse(&[]), Err(MessageError::Short { need: 10, have: 0 }));
-        assert_eq!(Frame::parse(&[0x80, 5, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2]), Err(MessageError::Short { need: 15, have: 12 }));
+        assert_eq!(
+            Frame::parse(&[0x80, 5, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2]),
+            Err(MessageError::Short { need: 15, have: 12 })
+        );
         assert_eq!(Frame::parse(&[0x80, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0, 0]), Err(MessageError::TooLong(u32::MAX)));
         // Trailing bytes are not part of the frame.
         let f = Frame::parse(&[0x81, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0xAA]).unwrap();

@@ -22,10 +22,12 @@
 
 use super::apdu::{Apdu, Case};
 use super::atr::Atr;
-use super::descriptor::{CcidDescriptor, ExchangeLevel, Features, PinSupport, ReaderProtocols, VoltageSupport, DESCRIPTOR_TYPE};
+use super::descriptor::{
+    CcidDescriptor, ExchangeLevel, Features, PinSupport, ReaderProtocols, VoltageSupport, DESCRIPTOR_TYPE,
+};
 use super::message::{
-    AnyCommand, CommandStatus, DataBlock, ErrorCode, EscapeReply, Frame, IccStatus, Notification, Parameters, PowerSelect, Reply,
-    SlotStatus, Status,
+    AnyCommand, CommandStatus, DataBlock, ErrorCode, EscapeReply, Frame, IccStatus, Notification, Parameters,
+    PowerSelect, Reply, SlotStatus, Status,
 };
 use super::t1::{Block, Edc, RError, SKind};
 use super::transport::{class_request, Endpoint, Transport, TransportError};
@@ -437,9 +439,9 @@ pub mod profiles {
     /// QEMU 7.2's descriptor.
     pub fn qemu() -> CcidDescriptor {
         let bytes: [u8; 54] = [
-            0x36, 0x21, 0x10, 0x01, 0x00, 0x07, 0x01, 0x00, 0x00, 0x00, 0xA0, 0x0F, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x80, 0x25,
-            0x00, 0x00, 0x00, 0xC2, 0x01, 0x00, 0x00, 0xFE, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xFE, 0x04,
-            0x01, 0x00, 0x12, 0x00, 0x01, 0x00, 0xFF, 0xFF, 0x00, 0x00, 0x01, 0x01,
+            0x36, 0x21, 0x10, 0x01, 0x00, 0x07, 0x01, 0x00, 0x00, 0x00, 0xA0, 0x0F, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00,
+            0x00, 0x80, 0x25, 0x00, 0x00, 0x00, 0xC2, 0x01, 0x00, 0x00, 0xFE, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+            0x00, 0x00, 0x00, 0x00, 0xFE, 0x04, 0x01, 0x00, 0x12, 0x00, 0x01, 0x00, 0xFF, 0xFF, 0x00, 0x00, 0x01, 0x01,
         ];
         CcidDescriptor::parse(&bytes).unwrap_or_else(|_| base(0x0001_04FE, 65_554, 1))
     }
@@ -662,7 +664,8 @@ impl SimReader {
                 self.params = bytes[..n].to_vec();
                 self.protocol = sp.params.protocol_num();
                 self.pps_window = false;
-                Parameters { status: ok, protocol_num: self.protocol, data: self.params.clone() }.emit(slot, seq, &mut v);
+                Parameters { status: ok, protocol_num: self.protocol, data: self.params.clone() }
+                    .emit(slot, seq, &mut v);
                 v
             }
             AnyCommand::Escape(e) if !qemu => {
@@ -670,7 +673,9 @@ impl SimReader {
                 EscapeReply { status: ok, data: e.data.to_vec() }.emit(slot, seq, &mut v);
                 v
             }
-            AnyCommand::Secure(_) if !qemu => self.data_block(slot, seq, status(self.icc(), CommandStatus::Failed, 0), 0, vec![]),
+            AnyCommand::Secure(_) if !qemu => {
+                self.data_block(slot, seq, status(self.icc(), CommandStatus::Failed, 0), 0, vec![])
+            }
             AnyCommand::Abort(_) => {
                 self.late.clear();
                 self.slot_status(slot, seq, ok)
@@ -751,7 +756,9 @@ impl SimReader {
                     Some(self.data_block(slot, seq, ok, 0, reply))
                 }
             }
-            ExchangeLevel::ShortApdu if level == 0x10 && self.quirks.chain_short_responses => Some(self.next_part(slot, seq)),
+            ExchangeLevel::ShortApdu if level == 0x10 && self.quirks.chain_short_responses => {
+                Some(self.next_part(slot, seq))
+            }
             ExchangeLevel::ShortApdu => {
                 let resp = self.run_apdu(data);
                 if resp.len() <= max_data {
@@ -945,8 +952,8 @@ pub const T0_ONLY_ATR: [u8; 12] = [0x3B, 0x89, 0x00, 0x56, 0x43, 0x41, 0x52, 0x4
 
 /// A T=1-only ATR (YubiKey 5's).
 pub const T1_ONLY_ATR: [u8; 23] = [
-    0x3B, 0xFD, 0x13, 0x00, 0x00, 0x81, 0x31, 0xFE, 0x15, 0x80, 0x73, 0xC0, 0x21, 0xC0, 0x57, 0x59, 0x75, 0x62, 0x69, 0x4B, 0x65, 0x79,
-    0x40,
+    0x3B, 0xFD, 0x13, 0x00, 0x00, 0x81, 0x31, 0xFE, 0x15, 0x80, 0x73, 0xC0, 0x21, 0xC0, 0x57, 0x59, 0x75, 0x62, 0x69,
+    0x4B, 0x65, 0x79, 0x40,
 ];
 
 /// Helper for the case check used by tests: whether `apdu` is extended.

@@ -195,7 +195,8 @@ mod tests {
 
     #[test]
     fn passthrough_keeps_61xx_and_6cxx() {
-        let mut r = scripted(vec![(&[0, 0xA4, 4, 0, 2, 0x3F, 0, 0], &[0x61, 0x10]), (&[0, 0xB0, 0, 0, 0], &[0x6C, 0x10])]);
+        let mut r =
+            scripted(vec![(&[0, 0xA4, 4, 0, 2, 0x3F, 0, 0], &[0x61, 0x10]), (&[0, 0xB0, 0, 0, 0], &[0x6C, 0x10])]);
         let o = T0Options::default();
         assert_eq!(transmit(&mut r, &[0, 0xA4, 4, 0, 2, 0x3F, 0, 0], &o).unwrap(), [0x61, 0x10]);
         assert_eq!(transmit(&mut r, &[0, 0xB0, 0, 0, 0], &o).unwrap(), [0x6C, 0x10]);

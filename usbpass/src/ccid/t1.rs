@@ -371,7 +371,12 @@ impl T1 {
         Ok(block)
     }
 
-    fn exchange<X: BlockXfer + ?Sized>(&mut self, x: &mut X, block: &[u8], wtx: u8) -> Result<Result<Block, RError>, CcidError> {
+    fn exchange<X: BlockXfer + ?Sized>(
+        &mut self,
+        x: &mut X,
+        block: &[u8],
+        wtx: u8,
+    ) -> Result<Result<Block, RError>, CcidError> {
         self.stats.blocks += 1;
         match x.xfer(block, wtx) {
             Ok(bytes) => Ok(self.decode(&bytes)),
@@ -487,18 +492,19 @@ impl T1 {
             let answer = self.exchange(x, &last, wtx).map_err(Outcome::Fatal)?;
             wtx = 0;
             // An error of some kind: R-block, or our last R-block again.
-            let mut fail = |this: &mut Self, kind: RError, last: &mut Vec<u8>, last_kind: &mut Last| -> Result<(), Outcome> {
-                this.stats.errors += 1;
-                errors += 1;
-                if errors >= TRIES {
-                    return Err(Outcome::Resync);
-                }
-                if *last_kind != Last::R {
-                    *last = this.encode(&Block::R { nr: this.nr, error: kind });
-                    *last_kind = Last::R;
-                }
-                Ok(())
-            };
+            let mut fail =
+                |this: &mut Self, kind: RError, last: &mut Vec<u8>, last_kind: &mut Last| -> Result<(), Outcome> {
+                    this.stats.errors += 1;
+                    errors += 1;
+                    if errors >= TRIES {
+                        return Err(Outcome::Resync);
+                    }
+                    if *last_kind != Last::R {
+                        *last = this.encode(&Block::R { nr: this.nr, error: kind });
+                        *last_kind = Last::R;
+                    }
+                    Ok(())
+                };
             let block = match answer {
                 Err(kind) => {
                     fail(self, kind, &mut last, &mut last_kind)?;

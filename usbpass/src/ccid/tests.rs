@@ -168,9 +168,15 @@ fn tpdu_t1_bring_up() {
     let r = sim(&mut s);
     // 5 V power-on, PPS for T=1 (the card's default is T=0), SetParameters, S(IFS request 254).
     assert_eq!(r.log.voltages, [1]);
-    assert_eq!(sent_types(r), [msg_type::ICC_POWER_ON, msg_type::XFR_BLOCK, msg_type::SET_PARAMETERS, msg_type::XFR_BLOCK]);
+    assert_eq!(
+        sent_types(r),
+        [msg_type::ICC_POWER_ON, msg_type::XFR_BLOCK, msg_type::SET_PARAMETERS, msg_type::XFR_BLOCK]
+    );
     assert_eq!(r.log.xfr[0], [0xFF, 0x01, 0xFE]);
-    assert_eq!(r.log.xfr[1], Block::S { kind: super::t1::SKind::Ifs, response: false, inf: vec![254] }.encode(0, Edc::Lrc));
+    assert_eq!(
+        r.log.xfr[1],
+        Block::S { kind: super::t1::SKind::Ifs, response: false, inf: vec![254] }.encode(0, Edc::Lrc)
+    );
     let t1 = s.card().unwrap().t1().unwrap();
     assert_eq!((t1.ifsc(), t1.ifsd()), (32, 254));
     // libccid's T=1 timeout for this ATR (201 068 ms) + 1 s.
@@ -204,8 +210,13 @@ fn tpdu_t1_card_chains_in_small_blocks() {
 #[test]
 fn tpdu_t1_error_recovery() {
     let mut s = tpdu_t1();
-    let faults: &[&[Fault]] =
-        &[&[Fault::CorruptReply], &[Fault::LoseCommand], &[Fault::LoseReply], &[Fault::Parity], &[Fault::CorruptReply, Fault::Zlp]];
+    let faults: &[&[Fault]] = &[
+        &[Fault::CorruptReply],
+        &[Fault::LoseCommand],
+        &[Fault::LoseReply],
+        &[Fault::Parity],
+        &[Fault::CorruptReply, Fault::Zlp],
+    ];
     for f in faults {
         sim(&mut s).fault(0, f);
         assert_eq!(s.transmit(&SELECT).unwrap(), select_ok(), "{f:?}");
@@ -325,7 +336,8 @@ fn tpdu_t0_passthrough() {
 
 #[test]
 fn tpdu_t0_iso_mapping_and_status_words() {
-    let iso = ExchangeOptions { t0: T0Options { mode: T0Mode::Iso, ..T0Options::default() }, ..ExchangeOptions::default() };
+    let iso =
+        ExchangeOptions { t0: T0Options { mode: T0Mode::Iso, ..T0Options::default() }, ..ExchangeOptions::default() };
     let mut s = tpdu_t0(iso.clone(), true);
     assert_eq!(s.transmit(&[0x00, 0x20, 0x00, 0x81]).unwrap(), [0x63, 0xC3]);
     let mut case4 = SELECT.to_vec();
@@ -341,7 +353,8 @@ fn tpdu_t0_iso_mapping_and_status_words() {
     assert!(matches!(s.transmit(&apdu).unwrap_err(), ExchangeError::T0(super::t0::T0Error::Extended)));
 
     // With the follow-ups switched on: Le corrected and GET RESPONSE done by the driver.
-    let helpful = ExchangeOptions { t0: T0Options { mode: T0Mode::Iso, fix_wrong_length: true, get_response: true }, ..iso };
+    let helpful =
+        ExchangeOptions { t0: T0Options { mode: T0Mode::Iso, fix_wrong_length: true, get_response: true }, ..iso };
     let mut s = tpdu_t0(helpful, true);
     let r = s.transmit(&[0x80, 0x02, 0x00, 0x10, 0x00]).unwrap();
     assert_eq!(r.len(), 18);

@@ -83,7 +83,13 @@ pub trait Transport {
     }
 
     /// A class-specific IN request to the interface (bmRequestType `0xA1`).
-    fn class_in(&mut self, request: u8, value: u16, buf: &mut [u8], timeout: Duration) -> Result<usize, TransportError> {
+    fn class_in(
+        &mut self,
+        request: u8,
+        value: u16,
+        buf: &mut [u8],
+        timeout: Duration,
+    ) -> Result<usize, TransportError> {
         let _ = (request, value, buf, timeout);
         Err(TransportError::Stall)
     }
@@ -111,7 +117,13 @@ impl<T: Transport + ?Sized> Transport for &mut T {
     fn class_out(&mut self, request: u8, value: u16, data: &[u8], timeout: Duration) -> Result<(), TransportError> {
         (**self).class_out(request, value, data, timeout)
     }
-    fn class_in(&mut self, request: u8, value: u16, buf: &mut [u8], timeout: Duration) -> Result<usize, TransportError> {
+    fn class_in(
+        &mut self,
+        request: u8,
+        value: u16,
+        buf: &mut [u8],
+        timeout: Duration,
+    ) -> Result<usize, TransportError> {
         (**self).class_in(request, value, buf, timeout)
     }
     fn clear_halt(&mut self, ep: Endpoint) -> Result<(), TransportError> {
@@ -135,7 +147,13 @@ impl<T: Transport + ?Sized> Transport for Box<T> {
     fn class_out(&mut self, request: u8, value: u16, data: &[u8], timeout: Duration) -> Result<(), TransportError> {
         (**self).class_out(request, value, data, timeout)
     }
-    fn class_in(&mut self, request: u8, value: u16, buf: &mut [u8], timeout: Duration) -> Result<usize, TransportError> {
+    fn class_in(
+        &mut self,
+        request: u8,
+        value: u16,
+        buf: &mut [u8],
+        timeout: Duration,
+    ) -> Result<usize, TransportError> {
         (**self).class_in(request, value, buf, timeout)
     }
     fn clear_halt(&mut self, ep: Endpoint) -> Result<(), TransportError> {
@@ -162,7 +180,13 @@ impl<T: Transport + ?Sized> Transport for Arc<Mutex<T>> {
     fn class_out(&mut self, request: u8, value: u16, data: &[u8], timeout: Duration) -> Result<(), TransportError> {
         lock(self).class_out(request, value, data, timeout)
     }
-    fn class_in(&mut self, request: u8, value: u16, buf: &mut [u8], timeout: Duration) -> Result<usize, TransportError> {
+    fn class_in(
+        &mut self,
+        request: u8,
+        value: u16,
+        buf: &mut [u8],
+        timeout: Duration,
+    ) -> Result<usize, TransportError> {
         lock(self).class_in(request, value, buf, timeout)
     }
     fn clear_halt(&mut self, ep: Endpoint) -> Result<(), TransportError> {

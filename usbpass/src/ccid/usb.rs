@@ -96,7 +96,9 @@ impl fmt::Display for OpenError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             OpenError::Unsupported(s) => write!(f, "unsupported reader: {s}"),
-            OpenError::Busy => f.write_str("the CCID interface is in use by another driver (is the host's pcscd running?)"),
+            OpenError::Busy => {
+                f.write_str("the CCID interface is in use by another driver (is the host's pcscd running?)")
+            }
             OpenError::Access => f.write_str("no permission to open the USB device (see /dev/bus/usb and udev rules)"),
             OpenError::Usb(e) => write!(f, "{e}"),
         }
@@ -306,11 +308,22 @@ impl Transport for RusbTransport {
     }
 
     fn class_out(&mut self, request: u8, value: u16, data: &[u8], timeout: Duration) -> Result<(), TransportError> {
-        self.handle.write_control(0x21, request, value, self.interface as u16, data, usb_timeout(timeout)).map(|_| ()).map_err(map_err)
+        self.handle
+            .write_control(0x21, request, value, self.interface as u16, data, usb_timeout(timeout))
+            .map(|_| ())
+            .map_err(map_err)
     }
 
-    fn class_in(&mut self, request: u8, value: u16, buf: &mut [u8], timeout: Duration) -> Result<usize, TransportError> {
-        self.handle.read_control(0xA1, request, value, self.interface as u16, buf, usb_timeout(timeout)).map_err(map_err)
+    fn class_in(
+        &mut self,
+        request: u8,
+        value: u16,
+        buf: &mut [u8],
+        timeout: Duration,
+    ) -> Result<usize, TransportError> {
+        self.handle
+            .read_control(0xA1, request, value, self.interface as u16, buf, usb_timeout(timeout))
+            .map_err(map_err)
     }
 
     fn clear_halt(&mut self, ep: Endpoint) -> Result<(), TransportError> {

@@ -35,7 +35,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use pcsc_proto::consts::{attr, card_state as cs, disposition as disp, protocol as proto, share, MAX_ATR_SIZE};
-use pcsc_proto::server::{Attrib, Backend, CardInfo, CardRef, ChangeSignal, Controlled, Refused, SessionId, Transmitted};
+use pcsc_proto::server::{
+    Attrib, Backend, CardInfo, CardRef, ChangeSignal, Controlled, Refused, SessionId, Transmitted,
+};
 use pcsc_proto::wire::ReaderState;
 use pcsc_proto::Rv;
 
@@ -323,7 +325,8 @@ impl UsbBackend {
             }
         };
         let present: HashSet<String> = found.iter().map(|c| c.key.clone()).collect();
-        let vanished: Vec<Arc<Device>> = self.state().devices.values().filter(|d| !present.contains(&d.key)).cloned().collect();
+        let vanished: Vec<Arc<Device>> =
+            self.state().devices.values().filter(|d| !present.contains(&d.key)).cloned().collect();
         for d in vanished {
             self.remove_device(&d, "unplugged");
         }
@@ -338,7 +341,9 @@ impl UsbBackend {
                     "reader {label} is in use by another program (probably the host's pcscd): left alone; \
                      it will be used when that program lets it go"
                 ),
-                OpenError::Access => format!("reader {label}: no permission to open it (see /dev/bus/usb and udev rules)"),
+                OpenError::Access => {
+                    format!("reader {label}: no permission to open it (see /dev/bus/usb and udev rules)")
+                }
                 OpenError::Unsupported(why) => format!("reader {label} not used: {why}"),
                 OpenError::Usb(e) => format!("reader {label}: cannot open: {e}"),
             });
@@ -373,7 +378,8 @@ impl UsbBackend {
             let mut buf = vec![0u8; 4 * desc.num_data_rates_supported as usize];
             let mut t = shared.clone();
             if let Ok(n) = t.class_in(class_request::GET_DATA_RATES, 0, &mut buf, Duration::from_secs(1)) {
-                opts.data_rates = buf[..n - n % 4].chunks(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+                opts.data_rates =
+                    buf[..n - n % 4].chunks(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
             }
         }
         let seq = Arc::new(AtomicU8::new(0));
@@ -382,7 +388,10 @@ impl UsbBackend {
         let mut slots = Vec::with_capacity(count);
         for s in 0..count {
             let ccid = Ccid::with_shared_seq(shared.clone(), limit, seq.clone());
-            slots.push(Slot::from_ccid(ccid, desc.clone(), s as u8, opts.clone()).map_err(|e| format!("reader {label} not used: {e}"))?);
+            slots.push(
+                Slot::from_ccid(ccid, desc.clone(), s as u8, opts.clone())
+                    .map_err(|e| format!("reader {label} not used: {e}"))?,
+            );
         }
         // A notification left from before, and answers left by a previous owner.
         if let Some(i) = interrupt.as_mut() {
@@ -409,7 +418,12 @@ impl UsbBackend {
             gone: AtomicBool::new(false),
         });
         let info = &device.info;
-        let friendly = self.cfg.names.friendly(info.vendor_id, info.product_id, info.manufacturer.as_deref(), info.product.as_deref());
+        let friendly = self.cfg.names.friendly(
+            info.vendor_id,
+            info.product_id,
+            info.manufacturer.as_deref(),
+            info.product.as_deref(),
+        );
         let base = names::base_name(&friendly, info.interface_name.as_deref(), info.serial.as_deref());
         let mut st = self.state();
         let number = names::free_number(st.readers.iter().flatten().map(|r| r.number));
@@ -556,15 +570,21 @@ impl UsbBackend {
                 r.power = Power::Idle(Instant::now());
                 r.powered(&result);
                 match &result {
-                    Ok(atr) => tracing::info!(reader = %String::from_utf8_lossy(&r.name), atr = %hex(atr), "card inserted"),
-                    Err(e) => tracing::warn!(reader = %String::from_utf8_lossy(&r.name), "card inserted, but it does not answer: {e}"),
+                    Ok(atr) => {
+                        tracing::info!(reader = %String::from_utf8_lossy(&r.name), atr = %hex(atr), "card inserted")
+                    }
+                    Err(e) => {
+                        tracing::warn!(reader = %String::from_utf8_lossy(&r.name), "card inserted, but it does not answer: {e}")
+                    }
                 }
                 events = true;
             }
             // Idle power-down (pcscd's on-demand power): the published state stays.
             let idle_due = {
                 let handles = st.handle_count(rid);
-                st.reader(rid).is_some_and(|r| matches!(r.power, Power::Idle(s) if s.elapsed() >= self.cfg.power_off_grace) && handles == 0)
+                st.reader(rid).is_some_and(|r| {
+                    matches!(r.power, Power::Idle(s) if s.elapsed() >= self.cfg.power_off_grace) && handles == 0
+                })
             };
             if idle_due {
                 drop(st);
@@ -610,7 +630,13 @@ impl UsbBackend {
 
     /// Waits while a handle of another session holds a transaction on `reader` (pcscd waits
     /// the same way in `SCardConnect`, and in `SCardDisconnect` with a card action).
-    fn wait_for_lock<'a>(&'a self, mut st: MutexGuard<'a, State>, reader: u64, session: u64, me: Option<u64>) -> MutexGuard<'a, State> {
+    fn wait_for_lock<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        reader: u64,
+        session: u64,
+        me: Option<u64>,
+    ) -> MutexGuard<'a, State> {
         loop {
             let holder = st.readers.iter().flatten().find(|r| r.id == reader).and_then(|r| r.lock).map(|(h, _)| h);
             let waiting = match holder {
@@ -710,7 +736,8 @@ impl Backend for UsbBackend {
     fn close_session(&self, session: SessionId) {
         let mut st = self.state();
         st.sessions.remove(&session.0);
-        let gone: Vec<(u64, u64)> = st.handles.iter().filter(|(_, h)| h.session == session.0).map(|(k, h)| (*k, h.reader)).collect();
+        let gone: Vec<(u64, u64)> =
+            st.handles.iter().filter(|(_, h)| h.session == session.0).map(|(k, h)| (*k, h.reader)).collect();
         for (card, reader) in &gone {
             st.handles.remove(card);
             let left = st.handle_count(*reader);
@@ -763,7 +790,13 @@ impl Backend for UsbBackend {
         self.changes.wait(since, timeout)
     }
 
-    fn connect(&self, session: SessionId, reader: &[u8], share_mode: u32, protocols: u32) -> Result<(CardRef, u32), Refused> {
+    fn connect(
+        &self,
+        session: SessionId,
+        reader: &[u8],
+        share_mode: u32,
+        protocols: u32,
+    ) -> Result<(CardRef, u32), Refused> {
         if share_mode != share::DIRECT && protocols & (proto::T0 | proto::T1 | proto::RAW | proto::ANY_LEGACY) == 0 {
             return Err(Rv::E_PROTO_MISMATCH.into());
         }
@@ -856,8 +889,17 @@ impl Backend for UsbBackend {
         Ok((CardRef(card), active))
     }
 
-    fn reconnect(&self, session: SessionId, card: CardRef, share_mode: u32, protocols: u32, init: u32) -> Result<u32, Refused> {
-        if ![disp::LEAVE, disp::RESET, disp::UNPOWER].contains(&init) || !(share::EXCLUSIVE..=share::DIRECT).contains(&share_mode) {
+    fn reconnect(
+        &self,
+        session: SessionId,
+        card: CardRef,
+        share_mode: u32,
+        protocols: u32,
+        init: u32,
+    ) -> Result<u32, Refused> {
+        if ![disp::LEAVE, disp::RESET, disp::UNPOWER].contains(&init)
+            || !(share::EXCLUSIVE..=share::DIRECT).contains(&share_mode)
+        {
             return Err(Rv::E_INVALID_VALUE.into());
         }
         if share_mode != share::DIRECT && protocols & (proto::T0 | proto::T1 | proto::RAW | proto::ANY_LEGACY) == 0 {
@@ -1115,7 +1157,9 @@ impl Backend for UsbBackend {
         let result = io[c.slot].transmit(apdu);
         drop(io);
         match result {
-            Ok(resp) if resp.len() > recv.len() => Transmitted { rv: Rv::E_INSUFFICIENT_BUFFER, len: resp.len(), recv_pci: None },
+            Ok(resp) if resp.len() > recv.len() => {
+                Transmitted { rv: Rv::E_INSUFFICIENT_BUFFER, len: resp.len(), recv_pci: None }
+            }
             Ok(resp) => {
                 recv[..resp.len()].copy_from_slice(&resp);
                 Transmitted { rv: Rv::SUCCESS, len: resp.len(), recv_pci: None }
@@ -1147,7 +1191,11 @@ impl Backend for UsbBackend {
         } else if (code == features::VERIFY_PIN_DIRECT && desc.pin_support.verify())
             || (code == features::MODIFY_PIN_DIRECT && desc.pin_support.modify())
         {
-            let cmd = if code == features::VERIFY_PIN_DIRECT { features::verify_pin(data) } else { features::modify_pin(data) };
+            let cmd = if code == features::VERIFY_PIN_DIRECT {
+                features::verify_pin(data)
+            } else {
+                features::modify_pin(data)
+            };
             match cmd {
                 Err(rv) => Err(rv),
                 Ok(cmd) => {

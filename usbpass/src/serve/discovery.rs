@@ -102,7 +102,13 @@ impl Discovery for UsbDiscovery {
             .into_iter()
             .map(|(dev, info)| {
                 let key = format!("usb:{}:{}:{}", info.bus, info.address, info.interface);
-                let label = format!("{:04X}:{:04X} at {} interface {}", info.vendor_id, info.product_id, info.path(), info.interface);
+                let label = format!(
+                    "{:04X}:{:04X} at {} interface {}",
+                    info.vendor_id,
+                    info.product_id,
+                    info.path(),
+                    info.interface
+                );
                 Candidate { key, label, open: Box::new(move || open_usb(&dev, &info)) }
             })
             .collect())
@@ -241,7 +247,8 @@ mod sim {
                             if busy {
                                 return Err(OpenError::Busy);
                             }
-                            let interrupt = has_interrupt.then(|| Box::new(SimInterrupt(t.clone())) as Box<dyn InterruptSource>);
+                            let interrupt =
+                                has_interrupt.then(|| Box::new(SimInterrupt(t.clone())) as Box<dyn InterruptSource>);
                             Ok(OpenedDevice { info, transport: Box::new(t), interrupt })
                         }),
                     }

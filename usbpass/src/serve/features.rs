@@ -175,7 +175,9 @@ pub fn static_attribute(attr_id: u32, desc: &CcidDescriptor, info: &super::disco
         attr::VENDOR_NAME => string(&info.manufacturer),
         attr::VENDOR_IFD_VERSION => (u32::from(info.bcd_device) << 16).to_ne_bytes().to_vec(),
         attr::VENDOR_IFD_SERIAL_NO => string(&info.serial),
-        attr::CHANNEL_ID => (0x0020_0000u32 | u32::from(info.bus) << 8 | u32::from(info.address)).to_ne_bytes().to_vec(),
+        attr::CHANNEL_ID => {
+            (0x0020_0000u32 | u32::from(info.bus) << 8 | u32::from(info.address)).to_ne_bytes().to_vec()
+        }
         attr::MAXINPUT => desc.max_input().to_ne_bytes().to_vec(),
         _ => return None,
     })
@@ -190,7 +192,10 @@ mod tests {
     fn qemu_features_and_properties() {
         let q = profiles::qemu();
         // ccid.md §10.3: verify PIN advertised (bPINSupport 1), PIN properties, TLV.
-        assert_eq!(feature_list(&q), [0x06, 4, 0x42, 0x33, 0x00, 0x06, 0x0A, 4, 0x42, 0x33, 0x00, 0x0A, 0x12, 4, 0x42, 0x33, 0x00, 0x12]);
+        assert_eq!(
+            feature_list(&q),
+            [0x06, 4, 0x42, 0x33, 0x00, 0x06, 0x0A, 4, 0x42, 0x33, 0x00, 0x0A, 0x12, 4, 0x42, 0x33, 0x00, 0x12]
+        );
         assert_eq!(pin_properties(&q), [0, 0, 7, 0]);
         assert_eq!(
             tlv_properties(&q, 0x08E6, 0x4433),
@@ -229,7 +234,9 @@ mod tests {
         // MODIFY with bNumberMessage 0, 2 and 3.
         let apdu = [0x00, 0x24, 0x00, 0x81, 0x10];
         let modify = |n: u8| {
-            let mut m = vec![200, 0, 0x82, 0x04, 0x00, 0x00, 0x08, 0x08, 0x04, 0x03, 0x02, n, 0x09, 0x04, 0xA1, 0xA2, 0xA3, 0, 0, 0];
+            let mut m = vec![
+                200, 0, 0x82, 0x04, 0x00, 0x00, 0x08, 0x08, 0x04, 0x03, 0x02, n, 0x09, 0x04, 0xA1, 0xA2, 0xA3, 0, 0, 0,
+            ];
             m.extend_from_slice(&(apdu.len() as u32).to_le_bytes());
             m.extend_from_slice(&apdu);
             modify_pin(&m).unwrap()

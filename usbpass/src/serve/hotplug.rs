@@ -22,7 +22,10 @@ const SETTLE: Duration = Duration::from_millis(250);
 
 /// Starts the watcher thread; it ends when the backend is dropped or shut down.
 pub fn spawn(backend: Weak<UsbBackend>, root: PathBuf, periodic: Duration) -> std::io::Result<()> {
-    std::thread::Builder::new().name("usbpass-hotplug".into()).spawn(move || watch(backend, &root, periodic)).map(|_| ())
+    std::thread::Builder::new()
+        .name("usbpass-hotplug".into())
+        .spawn(move || watch(backend, &root, periodic))
+        .map(|_| ())
 }
 
 struct Watch {
@@ -31,7 +34,12 @@ struct Watch {
 }
 
 fn flags() -> WatchFlags {
-    WatchFlags::CREATE | WatchFlags::DELETE | WatchFlags::ATTRIB | WatchFlags::MOVED_TO | WatchFlags::MOVED_FROM | WatchFlags::DELETE_SELF
+    WatchFlags::CREATE
+        | WatchFlags::DELETE
+        | WatchFlags::ATTRIB
+        | WatchFlags::MOVED_TO
+        | WatchFlags::MOVED_FROM
+        | WatchFlags::DELETE_SELF
 }
 
 /// Watches `root` and its subdirectories.

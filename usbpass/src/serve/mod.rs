@@ -87,7 +87,11 @@ pub fn run(opts: &ServeOptions) -> Result<(), ServeError> {
         None => {
             if let Some(dir) = opts.listen.parent() {
                 use std::os::unix::fs::DirBuilderExt;
-                std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| ServeError::Folder(dir.to_path_buf(), e))?;
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
+                    .map_err(|e| ServeError::Folder(dir.to_path_buf(), e))?;
             }
             Listener::bind(&opts.listen, lcfg).map_err(ServeError::Listen)?
         }
@@ -100,7 +104,8 @@ pub fn run(opts: &ServeOptions) -> Result<(), ServeError> {
     let backend = UsbBackend::new(discovery, ServeConfig { names, ..Default::default() });
     backend.rescan();
     if opts.simulate.is_none() {
-        hotplug::spawn(Arc::downgrade(&backend), PathBuf::from(hotplug::USB_DEV_ROOT), RESCAN_INTERVAL).map_err(ServeError::Io)?;
+        hotplug::spawn(Arc::downgrade(&backend), PathBuf::from(hotplug::USB_DEV_ROOT), RESCAN_INTERVAL)
+            .map_err(ServeError::Io)?;
     }
     let readers = backend.reader_names();
     let server = Server::new(backend, ServerConfig::default());

@@ -78,8 +78,12 @@ impl FriendlyNames {
         let vids = plist_array(text, "ifdVendorID")?;
         let pids = plist_array(text, "ifdProductID")?;
         let names = plist_array(text, "ifdFriendlyName")?;
-        let entries: Vec<(u16, u16, String)> =
-            vids.iter().zip(&pids).zip(names).filter_map(|((v, p), n)| Some((parse_hex(v)?, parse_hex(p)?, n))).collect();
+        let entries: Vec<(u16, u16, String)> = vids
+            .iter()
+            .zip(&pids)
+            .zip(names)
+            .filter_map(|((v, p), n)| Some((parse_hex(v)?, parse_hex(p)?, n)))
+            .collect();
         (!entries.is_empty()).then_some(FriendlyNames { entries, source: None })
     }
 
@@ -97,7 +101,8 @@ impl FriendlyNames {
         if let Some(n) = self.lookup(vid, pid) {
             return n.to_string();
         }
-        let parts: Vec<&str> = [manufacturer, product].into_iter().flatten().map(str::trim).filter(|s| !s.is_empty()).collect();
+        let parts: Vec<&str> =
+            [manufacturer, product].into_iter().flatten().map(str::trim).filter(|s| !s.is_empty()).collect();
         if parts.is_empty() {
             format!("USB CCID reader {vid:04X}:{pid:04X}")
         } else {
@@ -220,7 +225,10 @@ mod tests {
         assert_eq!(n.friendly(0x1234, 0x5678, Some("ACME"), Some("Card Thing")), "ACME Card Thing");
         assert_eq!(n.friendly(0x1234, 0x5678, None, None), "USB CCID reader 1234:5678");
         let empty = FriendlyNames::default();
-        assert_eq!(empty.friendly(0x08E6, 0x4433, Some("QEMU"), Some("QEMU USB CCID")), "Gemalto Gemplus USB SmartCard Reader 433-Swap");
+        assert_eq!(
+            empty.friendly(0x08E6, 0x4433, Some("QEMU"), Some("QEMU USB CCID")),
+            "Gemalto Gemplus USB SmartCard Reader 433-Swap"
+        );
         assert!(FriendlyNames::from_plist("<plist></plist>").is_none());
     }
 
@@ -237,7 +245,10 @@ mod tests {
             "Gemalto Gemplus USB SmartCard Reader 433-Swap [CCID Interface] (PCSCBRIDGE01) 01 00"
         );
         // No interface string, no serial (YubiKey); serial inside the interface string.
-        assert_eq!(reader_name(&base_name("Yubico YubiKey OTP+FIDO+CCID", None, None), 0, 0), "Yubico YubiKey OTP+FIDO+CCID 00 00");
+        assert_eq!(
+            reader_name(&base_name("Yubico YubiKey OTP+FIDO+CCID", None, None), 0, 0),
+            "Yubico YubiKey OTP+FIDO+CCID 00 00"
+        );
         assert_eq!(base_name("R", Some("R 1234"), Some("1234")), "R [R 1234]");
         // Non-ASCII in the interface string.
         assert_eq!(base_name("R", Some("Lecteur é"), None), "R [Lecteur ..]");

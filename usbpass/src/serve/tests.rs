@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use pcsc_bridge_tests::card::{self, Card};
 use pcsc_proto::client::{ClientConfig, Context, ReaderStateQuery};
-use pcsc_proto::consts::{attr, card_state as cs, ctl_code, disposition, protocol, reader_state as rs, scope, share, PNP_NOTIFICATION};
+use pcsc_proto::consts::{
+    attr, card_state as cs, ctl_code, disposition, protocol, reader_state as rs, scope, share, PNP_NOTIFICATION,
+};
 use pcsc_proto::server::{Listener, ListenerConfig, RunningListener, Server, ServerConfig};
 use pcsc_proto::wire::Version;
 use pcsc_proto::Rv;
@@ -49,12 +51,17 @@ impl Rig {
 
     fn with(cfg: ServeConfig) -> Rig {
         static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!("usbpass-serve-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+        let dir = std::env::temp_dir().join(format!(
+            "usbpass-serve-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let sim = SimDiscovery::new();
         let backend = UsbBackend::new(Box::new(sim.clone()), cfg);
-        let server = Server::new(backend.clone(), ServerConfig { notify_hold: Duration::from_millis(20), ..Default::default() });
+        let server =
+            Server::new(backend.clone(), ServerConfig { notify_hold: Duration::from_millis(20), ..Default::default() });
         let socket = dir.join("usbpass.comm");
         let listener = Listener::bind(&socket, ListenerConfig::default()).unwrap().spawn(server).unwrap();
         Rig { dir, sim, backend, socket, _listener: listener }
@@ -142,7 +149,8 @@ fn names_listing_and_every_version() {
     for v in [Version::V4_6, Version::V4_5, Version::V4_4, Version::V4_3, Version::V4_2, Version::V4_0] {
         let c = rig.ctx(v);
         assert_eq!(c.version().unwrap(), v);
-        let readers: Vec<String> = c.list_readers().unwrap().into_iter().map(|r| String::from_utf8(r).unwrap()).collect();
+        let readers: Vec<String> =
+            c.list_readers().unwrap().into_iter().map(|r| String::from_utf8(r).unwrap()).collect();
         assert_eq!(readers, [QEMU_NAME, tpdu_name], "{v}");
         let (card, p) = c.connect(QEMU_NAME.as_bytes(), share::SHARED, protocol::ANY).unwrap();
         assert_eq!(p, protocol::T0, "{v}");
@@ -273,7 +281,10 @@ fn sharing_and_transactions() {
     c.reconnect(x, share::SHARED, protocol::ANY, disposition::LEAVE).unwrap();
     let (y, _) = d.connect(r, share::SHARED, protocol::ANY).unwrap();
     assert_eq!(states(&c)[0].sharing, 2);
-    assert_eq!(c.reconnect(x, share::EXCLUSIVE, protocol::ANY, disposition::LEAVE).err(), Some(Rv::E_SHARING_VIOLATION));
+    assert_eq!(
+        c.reconnect(x, share::EXCLUSIVE, protocol::ANY, disposition::LEAVE).err(),
+        Some(Rv::E_SHARING_VIOLATION)
+    );
     // Nested transactions.
     c.begin_transaction(x).unwrap();
     c.begin_transaction(x).unwrap();
@@ -393,8 +404,14 @@ fn controls_and_attributes() {
         r.rv.ok().map(|()| buf[..r.len].to_vec())
     };
     let features = control(pcsc_proto::consts::CM_IOCTL_GET_FEATURE_REQUEST, &[]).unwrap();
-    assert_eq!(features, [0x06, 4, 0x42, 0x33, 0x00, 0x06, 0x0A, 4, 0x42, 0x33, 0x00, 0x0A, 0x12, 4, 0x42, 0x33, 0x00, 0x12]);
-    assert_eq!(control(features::GET_TLV_PROPERTIES, &[]).unwrap(), features::tlv_properties(&sim(&h).desc, 0x08E6, 0x4433));
+    assert_eq!(
+        features,
+        [0x06, 4, 0x42, 0x33, 0x00, 0x06, 0x0A, 4, 0x42, 0x33, 0x00, 0x0A, 0x12, 4, 0x42, 0x33, 0x00, 0x12]
+    );
+    assert_eq!(
+        control(features::GET_TLV_PROPERTIES, &[]).unwrap(),
+        features::tlv_properties(&sim(&h).desc, 0x08E6, 0x4433)
+    );
     assert_eq!(control(features::IFD_PIN_PROPERTIES, &[]).unwrap(), [0, 0, 7, 0]);
     // QEMU claims a pinpad but answers Secure (and Escape) "failed".
     let mut verify = vec![30, 0, 0x82, 0x04, 0x00, 0x08, 0x04, 0x02, 0x01, 0x09, 0x04, 0x00, 0, 0, 0];
@@ -484,7 +501,8 @@ fn reader_without_interrupt_endpoint_is_polled() {
 #[test]
 fn stock_pyscard_client() {
     let python = "/usr/bin/python3";
-    let has_pyscard = std::process::Command::new(python).args(["-c", "import smartcard"]).output().is_ok_and(|o| o.status.success());
+    let has_pyscard =
+        std::process::Command::new(python).args(["-c", "import smartcard"]).output().is_ok_and(|o| o.status.success());
     if !has_pyscard {
         eprintln!("stock_pyscard_client: skipped (no pyscard for {python})");
         return;
@@ -556,7 +574,10 @@ print("ok")
     let mut err = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     assert!(status.success(), "pyscard failed: {lines:?}\n{err}");
-    assert!(lines.contains(&format!("atr {}", T0_ATR.iter().map(|b| format!("{b:02x}")).collect::<String>())), "{lines:?}");
+    assert!(
+        lines.contains(&format!("atr {}", T0_ATR.iter().map(|b| format!("{b:02x}")).collect::<String>())),
+        "{lines:?}"
+    );
     assert!(lines.contains(&"select 6f0e8407a0000005272101a5038801019000".to_string()), "{lines:?}");
     assert!(lines.contains(&"features 0604423300060a044233000a120442330012".to_string()), "{lines:?}");
     assert_eq!(lines.last().map(String::as_str), Some("ok"));
@@ -586,7 +607,11 @@ impl crate::ccid::transport::Transport for TwoSlots {
         }
         Ok(n)
     }
-    fn interrupt_in(&mut self, buf: &mut [u8], timeout: Duration) -> Result<usize, crate::ccid::transport::TransportError> {
+    fn interrupt_in(
+        &mut self,
+        buf: &mut [u8],
+        timeout: Duration,
+    ) -> Result<usize, crate::ccid::transport::TransportError> {
         let mut bitmap = 0u8;
         for (i, s) in self.slots.iter().enumerate() {
             let mut b = [0u8; 8];
@@ -612,7 +637,8 @@ fn multi_slot_reader_shares_one_device() {
     let b = Arc::new(std::sync::Mutex::new(simulated::reader("tpdu").unwrap()));
     let mut desc = crate::ccid::sim::profiles::tpdu();
     desc.max_slot_index = 1;
-    let t: super::discovery::SimTransport = Arc::new(std::sync::Mutex::new(TwoSlots { slots: vec![a.clone(), b.clone()], last: 0 }));
+    let t: super::discovery::SimTransport =
+        Arc::new(std::sync::Mutex::new(TwoSlots { slots: vec![a.clone(), b.clone()], last: 0 }));
     rig.sim.plug_transport(simulated::info("tpdu", 0, desc), t, true);
     rig.backend.rescan();
     let names = rig.backend.reader_names();

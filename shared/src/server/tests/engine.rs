@@ -6,12 +6,15 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::client::{ClientConfig, Context, ReaderStateQuery};
-use crate::consts::{attr, ctl_code, disposition, protocol, reader_state as rs, scope, share, INFINITE, PNP_NOTIFICATION};
+use crate::consts::{
+    attr, ctl_code, disposition, protocol, reader_state as rs, scope, share, INFINITE, PNP_NOTIFICATION,
+};
 use crate::server::mock::{MOCK_ATR, SELECT_TEST_AID};
 use crate::wire::Version;
 use crate::Rv;
 
-const ALL: [Version; 7] = [Version::V4_0, Version::V4_2Rn100, Version::V4_2, Version::V4_3, Version::V4_4, Version::V4_5, Version::V4_6];
+const ALL: [Version; 7] =
+    [Version::V4_0, Version::V4_2Rn100, Version::V4_2, Version::V4_3, Version::V4_4, Version::V4_5, Version::V4_6];
 
 /// A rig whose server starts 4:2 connections in the variant `v` needs.
 fn rig_for(v: Version) -> Rig {

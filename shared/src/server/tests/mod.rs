@@ -36,7 +36,11 @@ impl Rig {
 
     pub fn with(cfg: ServerConfig) -> Rig {
         static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!("pcsc-proto-server-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+        let dir = std::env::temp_dir().join(format!(
+            "pcsc-proto-server-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("pcscd.comm");
@@ -54,7 +58,12 @@ impl Rig {
     pub fn wait_idle(&self) {
         let deadline = Instant::now() + Duration::from_secs(5);
         while self.server.connection_count() != 0 || self.mock.counts() != (0, 0) {
-            assert!(Instant::now() < deadline, "not idle: {} connections, {:?}", self.server.connection_count(), self.mock.counts());
+            assert!(
+                Instant::now() < deadline,
+                "not idle: {} connections, {:?}",
+                self.server.connection_count(),
+                self.mock.counts()
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -181,7 +190,11 @@ pub(super) fn same(got: &[u8], want: &[u8], what: &str) {
         let at = got.iter().zip(want).position(|(a, b)| a != b).unwrap_or(got.len().min(want.len()));
         let g = &got[at.min(got.len())..(at + 16).min(got.len())];
         let w = &want[at.min(want.len())..(at + 16).min(want.len())];
-        panic!("{what}: lengths {} vs {}, first difference at {at}: got {g:02X?}, want {w:02X?}", got.len(), want.len());
+        panic!(
+            "{what}: lengths {} vs {}, first difference at {at}: got {g:02X?}, want {w:02X?}",
+            got.len(),
+            want.len()
+        );
     }
 }
 

@@ -14,7 +14,17 @@ const STOPPED: u32 = 0x8010_001E;
 
 /// One reader-state record, laid out by hand. `layout`: 'A' (4:0), 'B' (4:2/100), 'C'.
 #[allow(clippy::too_many_arguments)]
-fn record(layout: char, id: u32, name: &str, counter: u32, state: u32, sharing: i32, atr: &[u8], atr_len: u32, proto: u32) -> Vec<u8> {
+fn record(
+    layout: char,
+    id: u32,
+    name: &str,
+    counter: u32,
+    state: u32,
+    sharing: i32,
+    atr: &[u8],
+    atr_len: u32,
+    proto: u32,
+) -> Vec<u8> {
     let rn = if layout == 'C' { 128 } else { 100 };
     let mut v = Vec::new();
     if layout == 'A' {
