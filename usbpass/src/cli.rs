@@ -110,55 +110,47 @@ impl Env<'_> {
 pub fn parse(args: impl IntoIterator<Item = OsString>, env: &Env<'_>) -> Result<Cmd, CliError> {
     let mut args = args.into_iter().map(|a| a.to_string_lossy().into_owned());
     let cmd = args.next().ok_or(CliError::NoCommand)?;
-    match cmd.as_str() {
+    let serve = match cmd.as_str() {
         "-h" | "--help" | "help" => return Ok(Cmd::Help),
         "-V" | "--version" => return Ok(Cmd::Version),
-        "serve" => return parse_serve(args, env),
-        "proxy" => {}
+        "serve" => true,
+        "proxy" => false,
         other => return Err(CliError::UnknownCommand(other.to_string())),
-    }
-    let mut listen = None;
-    let mut upstream = None;
-    let mut allow_uids = Vec::new();
-    let mut socket_mode = 0o600;
-    while let Some(arg) = args.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
-            _ => (arg.clone(), None),
+    };
+    let Some(o) = parse_options(args, serve)? else { return Ok(Cmd::Help) };
+    if serve {
+        let listen = match o.listen {
+            Some(l) => l,
+            None => env.runtime_file("usbpass.comm").ok_or(CliError::NoListenPath)?,
         };
-        let mut value =
-            |option: &'static str| inline.clone().or_else(|| args.next()).ok_or(CliError::MissingValue(option));
-        match name.as_str() {
-            "--listen" => listen = Some(PathBuf::from(value("--listen")?)),
-            "--upstream" => upstream = Some(PathBuf::from(value("--upstream")?)),
-            "--allow-uid" => {
-                let v = value("--allow-uid")?;
-                allow_uids.push(v.parse().map_err(|_| CliError::BadValue { option: "--allow-uid", value: v })?);
-            }
-            "--socket-mode" => {
-                let v = value("--socket-mode")?;
-                socket_mode = u32::from_str_radix(v.trim_start_matches("0o"), 8)
-                    .ok()
-                    .filter(|m| *m <= 0o777)
-                    .ok_or(CliError::BadValue { option: "--socket-mode", value: v })?;
-            }
-            "-h" | "--help" => return Ok(Cmd::Help),
-            _ => return Err(CliError::UnknownOption(arg)),
-        }
+        return Ok(Cmd::Serve(ServeOptions {
+            listen,
+            allow_uids: o.allow_uids,
+            socket_mode: o.socket_mode,
+            simulate: o.simulate,
+        }));
     }
-    let listen = match listen {
+    let listen = match o.listen {
         Some(l) => l,
         None => env.default_listen().ok_or(CliError::NoListenPath)?,
     };
-    let upstream = upstream.unwrap_or_else(|| env.default_upstream());
-    Ok(Cmd::Proxy(ProxyOpts { listen, upstream, allow_uids, socket_mode }))
+    let upstream = o.upstream.unwrap_or_else(|| env.default_upstream());
+    Ok(Cmd::Proxy(ProxyOpts { listen, upstream, allow_uids: o.allow_uids, socket_mode: o.socket_mode }))
 }
 
-fn parse_serve(mut args: impl Iterator<Item = String>, env: &Env<'_>) -> Result<Cmd, CliError> {
-    let mut listen = None;
-    let mut allow_uids = Vec::new();
-    let mut socket_mode = 0o600;
-    let mut simulate = None;
+/// The options `proxy` and `serve` take (`--upstream` only for `proxy`, the
+/// test-only `--simulate` only for `serve`).
+struct Options {
+    listen: Option<PathBuf>,
+    upstream: Option<PathBuf>,
+    simulate: Option<String>,
+    allow_uids: Vec<u32>,
+    socket_mode: u32,
+}
+
+/// `None` when help was asked for.
+fn parse_options(mut args: impl Iterator<Item = String>, serve: bool) -> Result<Option<Options>, CliError> {
+    let mut o = Options { listen: None, upstream: None, simulate: None, allow_uids: Vec::new(), socket_mode: 0o600 };
     while let Some(arg) = args.next() {
         let (name, inline) = match arg.split_once('=') {
             Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
@@ -167,29 +159,26 @@ fn parse_serve(mut args: impl Iterator<Item = String>, env: &Env<'_>) -> Result<
         let mut value =
             |option: &'static str| inline.clone().or_else(|| args.next()).ok_or(CliError::MissingValue(option));
         match name.as_str() {
-            "--listen" => listen = Some(PathBuf::from(value("--listen")?)),
+            "--listen" => o.listen = Some(PathBuf::from(value("--listen")?)),
+            "--upstream" if !serve => o.upstream = Some(PathBuf::from(value("--upstream")?)),
             "--allow-uid" => {
                 let v = value("--allow-uid")?;
-                allow_uids.push(v.parse().map_err(|_| CliError::BadValue { option: "--allow-uid", value: v })?);
+                o.allow_uids.push(v.parse().map_err(|_| CliError::BadValue { option: "--allow-uid", value: v })?);
             }
             "--socket-mode" => {
                 let v = value("--socket-mode")?;
-                socket_mode = u32::from_str_radix(v.trim_start_matches("0o"), 8)
+                o.socket_mode = u32::from_str_radix(v.trim_start_matches("0o"), 8)
                     .ok()
                     .filter(|m| *m <= 0o777)
                     .ok_or(CliError::BadValue { option: "--socket-mode", value: v })?;
             }
             // Test-only (not in the usage text): a simulated reader instead of USB.
-            "--simulate" => simulate = Some(value("--simulate")?),
-            "-h" | "--help" => return Ok(Cmd::Help),
+            "--simulate" if serve => o.simulate = Some(value("--simulate")?),
+            "-h" | "--help" => return Ok(None),
             _ => return Err(CliError::UnknownOption(arg)),
         }
     }
-    let listen = match listen {
-        Some(l) => l,
-        None => env.runtime_file("usbpass.comm").ok_or(CliError::NoListenPath)?,
-    };
-    Ok(Cmd::Serve(ServeOptions { listen, allow_uids, socket_mode, simulate }))
+    Ok(Some(o))
 }
 
 #[cfg(test)]
