@@ -21,6 +21,15 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("crate folder has a parent").to_path_buf()
 }
 
+/// Cargo's target folder (`CARGO_TARGET_DIR`, relative to the repository root
+/// when relative, else `target/`).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|p| if p.is_absolute() { p } else { repo_root().join(p) })
+        .unwrap_or_else(|| repo_root().join("target"))
+}
+
 /// Path of `scripts/testhost.sh`.
 pub fn script() -> PathBuf {
     repo_root().join("scripts/testhost.sh")

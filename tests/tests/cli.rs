@@ -8,16 +8,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use pcsc_bridge_tests::host::{repo_root, skip_reason, TestHost};
+use pcsc_bridge_tests::host::{repo_root, skip_reason, target_dir, TestHost};
 
 const ATR: &str = "3B 8A 80 01 70 63 73 63 62 72 69 64 67 65 17";
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|p| if p.is_absolute() { p } else { repo_root().join(p) })
-        .unwrap_or_else(|| repo_root().join("target"))
-}
 
 /// The tool under test (and the library next to it), built when needed.
 fn tool() -> PathBuf {

@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use pcsc_bridge_tests::host::{repo_root, skip_reason, TestHost};
+use pcsc_bridge_tests::host::{repo_root, skip_reason, target_dir, TestHost};
 
 const NATIVE_LIB: &str = "/usr/lib/x86_64-linux-gnu/libpcsclite.so.1";
 
@@ -40,13 +40,6 @@ fn client_skip_reason() -> Option<String> {
         return Some("pyscard missing for /usr/bin/python3 (apt-get install python3-pyscard)".into());
     }
     None
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|p| if p.is_absolute() { p } else { repo_root().join(p) })
-        .unwrap_or_else(|| repo_root().join("target"))
 }
 
 /// The library under test, building it when it is missing.

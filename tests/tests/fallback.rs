@@ -11,13 +11,13 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use pcsc_bridge_tests::host::{repo_root, skip_reason, TestHost};
+use pcsc_bridge_tests::host::{skip_reason, target_dir, TestHost};
 
 fn built(env: &str, names: &[&str]) -> Option<PathBuf> {
     if let Some(p) = std::env::var_os(env) {
         return Some(PathBuf::from(p));
     }
-    names.iter().map(|n| repo_root().join("target").join(n)).find(|p| p.is_file())
+    names.iter().map(|n| target_dir().join(n)).find(|p| p.is_file())
 }
 
 #[test]

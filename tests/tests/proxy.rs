@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pcsc_bridge_tests::card::ATR;
-use pcsc_bridge_tests::host::{repo_root, skip_reason, TestHost};
+use pcsc_bridge_tests::host::{repo_root, skip_reason, target_dir, TestHost};
 use pcsc_proto::client::{ClientConfig, Context, ReaderStateQuery};
 use pcsc_proto::consts::{disposition, protocol, reader_state as rs, scope, share};
 use pcsc_proto::wire::Version;
@@ -23,13 +23,6 @@ const SELECT_AID: &[u8] = &[0x00, 0xA4, 0x04, 0x00, 0x07, 0xA0, 0x00, 0x00, 0x05
 
 fn on_path(tool: &str) -> bool {
     std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file())).unwrap_or(false)
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|p| if p.is_absolute() { p } else { repo_root().join(p) })
-        .unwrap_or_else(|| repo_root().join("target"))
 }
 
 /// The proxy binary (built when needed).
