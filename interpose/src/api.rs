@@ -41,9 +41,10 @@ pub fn set_config_for_tests(cfg: Option<ClientConfig>) {
 }
 
 /// Whether the daemon's socket exists (upstream's `SCardCheckDaemonAvailability`,
-/// a `stat()`).
+/// a `stat()`), or the usbpass fallback is to be tried (`establish` then
+/// connects to or starts usbpass).
 pub fn daemon_available() -> bool {
-    std::fs::metadata(config().socket).is_ok() || crate::fallback::usbpass_config(&config()).is_some()
+    std::fs::metadata(config().socket).is_ok() || crate::fallback::applies()
 }
 
 fn ctx(h: SCARDCONTEXT) -> Result<Arc<Context>, Rv> {

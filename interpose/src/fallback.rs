@@ -110,13 +110,17 @@ fn start(program: &Path, path: &Path) -> bool {
     false
 }
 
+/// Whether the fallback is to be tried: enabled, and USB visible (or forced).
+/// Cheap: no socket, no process.
+pub fn applies() -> bool {
+    secure_getenv("PCSC_BRIDGE_USBPASS").is_none_or(|v| v != "0")
+        && (usb_visible() || secure_getenv("PCSC_BRIDGE_USBPASS_FORCE").is_some())
+}
+
 /// A configuration pointing at a running usbpass, if the fallback applies:
 /// enabled, USB visible (or forced), and usbpass reachable or startable.
 pub fn usbpass_config(base: &ClientConfig) -> Option<ClientConfig> {
-    if secure_getenv("PCSC_BRIDGE_USBPASS").is_some_and(|v| v == "0") {
-        return None;
-    }
-    if !usb_visible() && secure_getenv("PCSC_BRIDGE_USBPASS_FORCE").is_none() {
+    if !applies() {
         return None;
     }
     let path = socket_path();
