@@ -15,13 +15,25 @@
 # Phases (one boot, run in order; the reader gets a USB port reset between them):
 #   ref      the reference stack: Debian bookworm's pcscd 1.9.9 -f + libccid 1.5.2 (no udev)
 #   usbpass  `usbpass serve --listen /run/pcscd/pcscd.comm` instead of pcscd
+#   sbx-usb  no daemon at all: the clients run in a bwrap sandbox built like Flatpak's for an app
+#            with --device=usb (only /dev/bus/usb; no network, no /run/udev) whose
+#            libpcsclite.so.1 is pcsc-bridge with usbpass beside it (what `pcsc-bridge flatpak
+#            enable` installs); the first PC/SC call makes pcsc-bridge start usbpass
+#   sbx-all  the same with --device=all (all of /dev)
 # Each phase runs the same cases: stock `pcsc_scan -r`, `opensc-tool -a`, `opensc-tool -s SELECT`,
 # and a pyscard script (list, status, connect, ATR, attributes, features, SELECT, READ BINARY,
 # echo, 61xx + GET RESPONSE, transaction + VERIFY, card removal, insertion, reconnect, and the
 # "64-byte answer" quirk: an echo whose reader answer is exactly 64 bytes, then another command).
-# Reference results are informational (`reference: ...` lines); usbpass cases must pass, and where
-# the result is a value (reader name, attributes, features) or an APDU trace, must equal the
-# reference's. The last line is `usbpass e2e: N passed, M failed`; exit 1 if M > 0 (2: setup).
+# Sandbox phases add: `shared` (four client processes started at once, one usbpass, owner-only
+# socket in $XDG_RUNTIME_DIR), `doctor` (names usbpass as the backend), `plug`/`unplug` (an empty
+# second usb-ccid hot-plugged and removed through QEMU's QMP: PnP notification, reader list), and
+# in the last phase `pull`: the card's reader is unplugged while an APDU is in flight (vscard
+# holds the answer), which must end the transmit with READER_UNAVAILABLE, REMOVED_CARD or
+# NO_SMARTCARD and leave usbpass serving. The guest reaches QMP through vscard's control channel.
+# Reference results are informational (`reference: ...` lines); the other phases' cases must
+# pass, and where the result is a value (reader name, attributes, features) or an APDU trace,
+# must equal the reference's. The last line is `usbpass e2e: N passed, M failed` (all phases but
+# ref); exit 1 if M > 0 (2: setup).
 #
 # The reference stack here (QEMU 7.2, pcscd 1.9.9, libccid 1.5.2) passes everything but the 64-byte
 # quirk: after a DataBlock of exactly 64 bytes (the 52-byte echo), the next command's bulk-IN read
@@ -31,9 +43,10 @@
 # later answer is one behind (py_after_quirk). A driver that skips empty reads and matches bSeq
 # passes both.
 #
-#   --quick        only the usbpass phase, compared with the reference results cached by the last
+#   --quick        all phases but ref, compared with the reference results cached by the last
 #                  full run (CACHE/reference.txt)
-#   --phases LIST  e.g. ref, or ref,usbpass (the default)
+#   --phases LIST  e.g. ref, or usbpass,sbx-usb (default ref,usbpass,sbx-usb,sbx-all; --bench:
+#                  ref,usbpass)
 #   --no-build     do not run cargo; use the binaries in target/
 #   --rebuild      rebuild the cached guest kernel and root
 #   --timeout SEC  host-side limit for the guest (default 240; the guest's own watchdog fires
@@ -57,7 +70,8 @@
 # pcsc-tools python3-pyscard usbutils, trimmed and packed as an uncompressed cpio (faster to boot
 # under TCG than a compressed one). Cold: about 1.5 min; warm runs only build a small second cpio
 # (busybox, modules, scripts, usbpass + the libraries `ldd` lists that the root lacks).
-# Environment: USBPASS (usbpass binary to test), QEMU_TEST_KERNEL (package name),
+# Environment: USBPASS (usbpass binary to test), PCSC_BRIDGE_LIB (the library for
+# the sandbox phases; default: the newest libpcscbridge.so in target/), QEMU_TEST_KERNEL (package name),
 # USBPASS_LOG (passed to usbpass in the guest, default debug), CARGO_TARGET_DIR.
 # Logs of a run: /tmp/pcsc-bridge-qemu.XXXXXX (console.log, vscard.log, usb.pcap, report.txt; the
 # last 10 runs are kept).
@@ -67,13 +81,13 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${PCSC_BRIDGE_QEMU_CACHE:-/var/cache/pcsc-bridge/qemu}
 MIRROR=${QEMU_TEST_MIRROR:-http://deb.debian.org/debian}
-GUEST_PACKAGES=pcscd,libccid,opensc,pcsc-tools,python3-pyscard,usbutils
-RECIPE=1 # bump when the root's build or trim changes
+GUEST_PACKAGES=pcscd,libccid,opensc,pcsc-tools,python3-pyscard,usbutils,bubblewrap
+RECIPE=2 # bump when the root's build or trim changes
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 PY=/usr/bin/python3
 SERIAL=PCSCBRIDGE01
 
-PHASES=ref,usbpass BUILD=1 REBUILD=0 TIMEOUT=240 KEEP=0 BENCH=0
+PHASES="" BUILD=1 REBUILD=0 TIMEOUT=240 KEEP=0 BENCH=0
 T_START=$(date +%s%3N)
 
 secs() { local d=$(($(date +%s%3N) - $1)); printf '%d.%d' $((d / 1000)) $((d % 1000 / 100)); }
@@ -83,7 +97,7 @@ usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BA
 
 while [ $# -gt 0 ]; do
     case $1 in
-        --quick) PHASES=usbpass ;;
+        --quick) PHASES=usbpass,sbx-usb,sbx-all ;;
         --phases) PHASES=${2:?}; shift ;;
         --no-build) BUILD=0 ;;
         --rebuild) REBUILD=1 ;;
@@ -95,7 +109,13 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
-[[ $PHASES =~ ^(ref|usbpass)(,(ref|usbpass))*$ ]] || die "--phases: ref and/or usbpass, comma-separated"
+if [ -z "$PHASES" ]; then
+    PHASES=ref,usbpass,sbx-usb,sbx-all
+    [ "$BENCH" = 1 ] && PHASES=ref,usbpass
+fi
+P='(ref|usbpass|sbx-usb|sbx-all)'
+[[ $PHASES =~ ^$P(,$P)*$ ]] || die "--phases: ref, usbpass, sbx-usb, sbx-all, comma-separated"
+[ "$BENCH" = 1 ] && [[ $PHASES == *sbx* ]] && die "--bench: phases ref and usbpass only"
 [[ $TIMEOUT =~ ^[0-9]+$ ]] && [ "$TIMEOUT" -ge 30 ] || die "--timeout: at least 30 seconds"
 [ "$(id -u)" = 0 ] || die "needs root (apt-get, debootstrap, the cache in /var/cache)"
 
@@ -205,15 +225,19 @@ ensure_root() {
 
 # ---------------------------------------------------------------------------------------------
 # Binaries
-VSCARD="" USBPASS_BIN="" USBPASS_NOTE=""
+VSCARD="" USBPASS_BIN="" USBPASS_NOTE="" BRIDGE_LIB="" BRIDGE_CLI=""
 build_binaries() {
     if [ "$BUILD" = 1 ]; then
         log "cargo build --release (vscard, usbpass)"
         (cd "$ROOT" && cargo build -q --release -p pcsc-bridge-tests --bin vscard >&2) ||
             die "cargo build of vscard failed"
-        if [[ $PHASES == *usbpass* ]] && [ -z "${USBPASS:-}" ]; then
+        if [[ $PHASES =~ usbpass|sbx ]] && [ -z "${USBPASS:-}" ]; then
             (cd "$ROOT" && cargo build -q --release -p usbpass --bin usbpass >&2) ||
                 USBPASS_NOTE="cargo build of usbpass failed; testing the binary left in target/ (stale)"
+        fi
+        if [[ $PHASES == *sbx* ]] && [ -z "${PCSC_BRIDGE_LIB:-}" ]; then
+            (cd "$ROOT" && cargo build -q --release -p pcsc-bridge-interpose >&2) ||
+                USBPASS_NOTE+="${USBPASS_NOTE:+; }cargo build of the interposer failed (stale files tested)"
         fi
     fi
     VSCARD=$TARGET/release/vscard
@@ -227,6 +251,16 @@ build_binaries() {
             [ -x "$c" ] && echo "$(stat -c %Y "$c") $c"; done | sort -rn | head -n1 | cut -d' ' -f2-)
     fi
     [ -n "$USBPASS_BIN" ] && [ -x "$USBPASS_BIN" ] || USBPASS_BIN=""
+    # The library an app would bundle: the shipped one (glibc floor, scripts/build-so.sh) if it is
+    # the newest, else the plain release build.
+    if [ -n "${PCSC_BRIDGE_LIB:-}" ]; then
+        BRIDGE_LIB=$PCSC_BRIDGE_LIB
+    else
+        BRIDGE_LIB=$(for c in "$TARGET/x86_64-unknown-linux-gnu/release/libpcscbridge.so" \
+            "$TARGET/release/libpcscbridge.so"; do
+            [ -f "$c" ] && echo "$(stat -c %Y "$c") $c"; done | sort -rn | head -n1 | cut -d' ' -f2-)
+    fi
+    BRIDGE_CLI=$TARGET/release/pcsc-bridge
     [ -n "$USBPASS_NOTE" ] && log "warning: $USBPASS_NOTE"
     return 0
 }
@@ -240,7 +274,8 @@ make_overlay() {
     cp "$CACHE"/kernel/modules/*.ko "$ov/qemu-test/modules/"
     write_init >"$ov/init"
     write_cases >"$ov/qemu-test/cases.py"
-    chmod 755 "$ov/init" "$ov/qemu-test/cases.py"
+    write_sbx_run >"$ov/qemu-test/sbx-run"
+    chmod 755 "$ov/init" "$ov/qemu-test/cases.py" "$ov/qemu-test/sbx-run"
     {
         echo "PHASES='${PHASES//,/ }'"
         echo "WATCHDOG=$((TIMEOUT - 15))"
@@ -255,7 +290,16 @@ make_overlay() {
         write_bench >"$ov/qemu-test/bench.py"
         chmod 755 "$ov/qemu-test/bench.py"
     fi
-    if [ -n "$USBPASS_BIN" ] && [[ $PHASES == *usbpass* ]]; then
+    if [[ $PHASES == *sbx* ]] && [ -n "$USBPASS_BIN" ] && [ -f "$BRIDGE_LIB" ]; then
+        # The app as `pcsc-bridge flatpak enable` leaves it: its libpcsclite.so.1 is pcsc-bridge,
+        # usbpass beside it (usbpass is self-contained: libusb is built in).
+        mkdir -p "$ov/qemu-test/app/lib" "$ov/qemu-test/app/bin"
+        cp "$BRIDGE_LIB" "$ov/qemu-test/app/lib/libpcsclite.so.1"
+        cp "$USBPASS_BIN" "$ov/qemu-test/app/lib/usbpass"
+        [ -x "$BRIDGE_CLI" ] && cp "$BRIDGE_CLI" "$ov/qemu-test/app/bin/pcsc-bridge"
+        log "app: $(basename "$(dirname "$(dirname "$BRIDGE_LIB")")")/$(basename "$BRIDGE_LIB") as libpcsclite.so.1, usbpass beside it"
+    fi
+    if [ -n "$USBPASS_BIN" ] && [[ $PHASES =~ usbpass|sbx ]]; then
         mkdir -p "$ov/qemu-test/usbpass/lib"
         cp "$USBPASS_BIN" "$ov/qemu-test/usbpass/usbpass"
         local lib
@@ -271,11 +315,44 @@ make_overlay() {
     cat "$CACHE/rootfs.cpio" "$RUN/overlay.cpio" >"$RUN/initrd"
 }
 
+write_sbx_run() {
+    cat <<'EOF'
+#!/qemu-test/busybox sh
+# sbx-run usb|all CMD...: written by scripts/qemu-usb-test.sh.
+# Run a command in a sandbox built like Flatpak's for an app with --device=usb (only /dev/bus/usb
+# of the devices) or --device=all (all of /dev): every namespace unshared (so no network, no
+# netlink), no /run/udev, /sys's device folders read-only, the app's files in /app with
+# pcsc-bridge as its libpcsclite.so.1 and usbpass beside it. /dev/ttyS1 is the test's channel to
+# vscard (card removal, APDU log marks, QMP), not something an app would get.
+devs="--dev /dev --dev-bind /dev/bus/usb /dev/bus/usb --dev-bind /dev/ttyS1 /dev/ttyS1"
+[ "$1" = all ] && devs="--dev-bind /dev /dev"
+. /qemu-test/env
+shift
+exec /usr/bin/bwrap --unshare-all --die-with-parent --new-session \
+    --ro-bind /usr /usr --ro-bind /etc /etc --symlink usr/lib /lib --symlink usr/lib64 /lib64 \
+    --symlink usr/bin /bin --symlink usr/sbin /sbin --proc /proc $devs \
+    --ro-bind-try /sys/block /sys/block --ro-bind /sys/bus /sys/bus --ro-bind /sys/class /sys/class \
+    --ro-bind /sys/dev /sys/dev --ro-bind /sys/devices /sys/devices \
+    --tmpfs /tmp --tmpfs /run --dir /run/user/0 --dir /var --symlink ../run /var/run \
+    --ro-bind /qemu-test /qemu-test --ro-bind /qemu-test/app /app \
+    --setenv XDG_RUNTIME_DIR /run/user/0 --setenv LD_LIBRARY_PATH /app/lib \
+    --setenv PATH /app/bin:/usr/bin:/bin --setenv USBPASS_LOG "$USBPASS_LOG" \
+    --setenv USBPASS_LOG_FILE /tmp/usbpass.log \
+    "$@"
+EOF
+}
+
 write_init() {
     cat <<'EOF'
 #!/qemu-test/busybox sh
 # Guest init (written by scripts/qemu-usb-test.sh).
 B=/qemu-test/busybox
+if [ "$1" != stage2 ]; then
+    # The initramfs root cannot be pivot_root'ed (bwrap needs that): make / a bind mount of it.
+    $B mkdir -p /.root && $B mount --rbind / /.root && cd /.root && $B mount --move . / &&
+        exec $B chroot . /init stage2
+    echo "@@ERROR could not re-root the initramfs (sandbox phases will fail)"
+fi
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8
 $B mount -t proc proc /proc
 $B mount -t sysfs sys /sys
@@ -305,6 +382,7 @@ if wait_reader; then
 else
     echo "@@ERROR no CCID interface (class 0b) after 15 s"
 fi
+for ph in $PHASES; do LAST_PHASE=$ph; done
 first=1
 for ph in $PHASES; do
     if [ $first = 0 ] && [ "$BENCH" != 1 ]; then
@@ -321,6 +399,11 @@ for ph in $PHASES; do
         usbpass)
             daemon="/usr/bin/env USBPASS_LOG=$USBPASS_LOG LD_LIBRARY_PATH=/qemu-test/usbpass/lib /qemu-test/usbpass/usbpass serve --listen /run/pcscd/pcscd.comm"
             [ -x /qemu-test/usbpass/usbpass ] || dead="usbpass binary not available (not built?)" ;;
+        sbx-*)
+            daemon=""
+            [ -x /qemu-test/app/lib/usbpass ] && [ -f /qemu-test/app/lib/libpcsclite.so.1 ] ||
+                dead="pcsc-bridge library or usbpass not available (not built?)"
+            [ -x /usr/bin/bwrap ] || dead="no bwrap in the guest root (rebuild it: --rebuild)" ;;
     esac
     if [ "$BENCH" = 1 ]; then
         if [ -n "$dead" ]; then
@@ -330,6 +413,10 @@ for ph in $PHASES; do
         fi
     elif [ -n "$dead" ]; then
         /usr/bin/python3 /qemu-test/cases.py "$ph" --dead "$dead"
+    elif [ -z "$daemon" ]; then
+        lastflag=""
+        [ "$ph" = "$LAST_PHASE" ] && lastflag=--last
+        $B timeout 120 /qemu-test/sbx-run "${ph#sbx-}" /usr/bin/python3 /qemu-test/cases.py "$ph" --sandbox $lastflag
     else
         $B timeout 100 /usr/bin/python3 /qemu-test/cases.py "$ph" --daemon "$daemon"
     fi
@@ -352,12 +439,13 @@ write_cases() {
 # Output (the host parses it): @@CASES PHASE names..., @@RESULT PHASE CASE PASS|FAIL MS detail,
 # @@OUT PHASE CASE ... / @@ENDOUT (client output), @@LOG PHASE daemon ... / @@ENDLOG.
 # The vscard control socket is on /dev/ttyS1: `mark PHASE:CASE` cuts its APDU log into sections.
-import os, select, shlex, subprocess, sys, termios, threading, time, tty
+import json, os, select, shlex, subprocess, sys, termios, threading, time, tty
 
 ATR = bytes.fromhex("3B0A" + b"pcscbridge".hex())
 AID = bytes.fromhex("A0000005272101")
 FCI = bytes.fromhex("6F0E8407A0000005272101A503880101")
 SERIAL = "PCSCBRIDGE01"
+SERIAL2 = "PCSCBRIDGE02"  # an empty reader hot-plugged in sandbox phases
 
 def pattern(off, n):  # the card's file content (tests/src/card.rs file_byte)
     return bytes(((i & 0xFF) ^ 0x5A) for i in range(off, off + n))
@@ -366,15 +454,27 @@ CASES = ["ready", "pcsc_scan", "opensc_atr", "opensc_apdu", "py_list", "py_statu
          "py_atr", "py_attr", "py_features", "py_select", "py_read_binary", "py_echo",
          "py_get_response", "py_transaction", "py_remove", "py_insert", "py_reconnect",
          "py_quirk64", "py_after_quirk"]
+# Sandbox phases (no daemon: the app's libpcsclite.so.1 is pcsc-bridge, which starts usbpass)
+# add: one usbpass shared by the app's processes, doctor, reader hot-plug and unplug, and (in the
+# last phase only, as it takes the reader away for good) pulling the reader during an APDU.
+SANDBOX_CASES = ["shared", "doctor", "plug", "unplug"]
+PNP = "\\\\?PnP?\\Notification"
 
 phase, args = sys.argv[1], sys.argv[2:]
 daemon_cmd = dead = None
+sandbox = last = False
 while args:
     a = args.pop(0)
     if a == "--daemon":
         daemon_cmd = args.pop(0)
     elif a == "--dead":
         dead = args.pop(0)
+    elif a == "--sandbox":
+        sandbox = True
+    elif a == "--last":
+        last = True
+if sandbox:
+    CASES = CASES + SANDBOX_CASES + (["pull"] if last else [])
 
 def out(s):
     sys.stdout.write(s + "\n")
@@ -443,6 +543,8 @@ def check(hr, what):
 st = {"ctx": None, "card": None, "proto": None, "reader": None}
 daemon = None
 dlog = "/tmp/%s-daemon.log" % phase
+if sandbox:  # usbpass, started by pcsc-bridge, logs there (sbx-run sets USBPASS_LOG_FILE)
+    dlog = os.environ.get("USBPASS_LOG_FILE", dlog)
 
 def daemon_dead():
     if daemon is None or daemon.poll() is None:
@@ -497,7 +599,20 @@ def wait_state(present, timeout_s):
             return int((time.monotonic() - t0) * 1000), ev, bytes(atr)
         cur = ev & ~SCARD_STATE_CHANGED
 
+# A client process of the app: establish a context and list readers (sandbox phases start
+# three at the same moment as the first case, so that usbpass is started under contention).
+PROBE = """
+from smartcard.scard import *
+hr, c = SCardEstablishContext(SCARD_SCOPE_USER)
+hr2, r = SCardListReaders(c, []) if hr == 0 else (hr, [])
+print("%08X %08X %d" % (hr & 0xFFFFFFFF, hr2 & 0xFFFFFFFF, len(r)))
+"""
+probes = []
+
 def c_ready():
+    if sandbox:
+        probes.extend(subprocess.Popen([sys.executable, "-c", PROBE], stdout=subprocess.PIPE,
+                                       stderr=subprocess.STDOUT) for _ in range(3))
     t0, last = time.monotonic(), "no answer"
     while time.monotonic() - t0 < 25:
         d = daemon_dead()
@@ -510,7 +625,8 @@ def c_ready():
                 hr2, states = SCardGetStatusChange(c, 0, [(readers[0], SCARD_STATE_UNAWARE)])
                 if hr2 == SCARD_S_SUCCESS and states[0][1] & SCARD_STATE_PRESENT:
                     st["ctx"], st["reader"] = c, readers[0]
-                    return "reader with a card %.1fs after the daemon's start" % (time.monotonic() - t_daemon)
+                    return "reader with a card %.1fs after the %s" % (
+                        time.monotonic() - t_daemon, "first PC/SC call" if sandbox else "daemon's start")
                 last = "reader %r, no card yet" % readers[0]
             else:
                 last = "no reader: " + err(hr)
@@ -642,6 +758,139 @@ def c_py_quirk64():
     expect(bytes([0, 0xB0, 0, 0, 4]), pattern(0, 4) + b"\x90\x00")
     return "64-byte reader answer, then READ BINARY ok"
 
+def usbpass_pids():
+    pids = []
+    for d in os.listdir("/proc"):
+        try:
+            if d.isdigit() and open("/proc/%s/comm" % d).read().strip() == "usbpass":
+                pids.append(int(d))
+        except OSError:
+            pass
+    return pids
+
+def c_shared():
+    outs = []
+    for p in probes:
+        try:
+            outs.append(p.communicate(timeout=20)[0].decode(errors="replace").strip())
+        except subprocess.TimeoutExpired:
+            p.kill()
+            outs.append("timeout")
+    bad = [o for o in outs if not o.startswith("00000000 00000000 1")]
+    if bad:
+        raise Fail("client processes started together: %s" % " | ".join(outs))
+    pids = usbpass_pids()
+    if len(pids) != 1:
+        raise Fail("%d usbpass processes in the sandbox (want 1): %r" % (len(pids), pids))
+    sock = os.path.join(os.environ.get("XDG_RUNTIME_DIR", "/nonexistent"), "pcsc-bridge", "usbpass.comm")
+    try:
+        mode = os.stat(os.path.dirname(sock)).st_mode & 0o777
+        sst = os.stat(sock)
+    except OSError as e:
+        raise Fail("usbpass socket: %s" % e)
+    if mode & 0o077 or sst.st_mode & 0o077:
+        raise Fail("usbpass socket not owner-only: folder %o, socket %o" % (mode, sst.st_mode & 0o777))
+    return "one usbpass (started by the first of %d processes at once) at %s, owner-only" % (
+        len(probes) + 1, sock)
+
+def c_doctor():
+    rc, text = run_client("doctor", ["pcsc-bridge", "doctor"])
+    line = [l.strip() for l in text.splitlines() if "backend" in l]
+    if not line or "usbpass (USB readers" not in line[0]:
+        raise Fail("rc=%d, backend line %r" % (rc, line))
+    return line[0]
+
+def qmp(cmd, **arguments):
+    r = ctl("qmp " + json.dumps({"execute": cmd, "arguments": arguments}), timeout=20)
+    if not r.startswith("ok"):
+        raise Fail("QMP %s: %s" % (cmd, r))
+    return r
+
+def pnp_change(action, want_readers):
+    """Run action() while a PnP SCardGetStatusChange waits; (ms, readers) once it returns."""
+    # A PnP query counts readers from the start of the call (and, with a 4:5+ server, carries
+    # the reader-events counter in its high word): a zero timeout just gives the current state.
+    hr, states = SCardGetStatusChange(ctx(), 0, [(PNP, SCARD_STATE_UNAWARE)])
+    if hr not in (SCARD_S_SUCCESS, SCARD_E_TIMEOUT):
+        check(hr, "SCardGetStatusChange(PnP, 0)")
+    cur = states[0][1] & ~SCARD_STATE_CHANGED
+    got = {}
+    def wait():
+        got["r"] = SCardGetStatusChange(ctx(), 20000, [(PNP, cur)])
+        got["t"] = time.monotonic()
+    th = threading.Thread(target=wait)
+    th.start()
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    action()
+    th.join(25)
+    if "r" not in got:
+        raise Fail("no PnP notification within 25 s")
+    hr, states = got["r"]
+    check(hr, "SCardGetStatusChange(PnP)")
+    if not states[0][1] & SCARD_STATE_CHANGED:
+        raise Fail("PnP returned without CHANGED: 0x%X" % states[0][1])
+    ms = int((got["t"] - t0) * 1000)
+    for _ in range(50):
+        hr, readers = SCardListReaders(ctx(), [])
+        if hr in (SCARD_S_SUCCESS, SCARD_E_NO_READERS_AVAILABLE) and len(readers or []) == want_readers:
+            return ms, readers or []
+        time.sleep(0.1)
+    raise Fail("PnP after %d ms, but the readers are %r (want %d)" % (ms, readers, want_readers))
+
+def c_plug():
+    ms, readers = pnp_change(lambda: qmp("device_add", driver="usb-ccid", id="ccid2", serial=SERIAL2), 2)
+    new = [r for r in readers if SERIAL2 in r]
+    if not new:
+        raise Fail("readers %r: none with %s" % (readers, SERIAL2))
+    hr, states = SCardGetStatusChange(ctx(), 0, [(new[0], SCARD_STATE_UNAWARE)])
+    check(hr, "SCardGetStatusChange(new reader)")
+    if not states[0][1] & SCARD_STATE_EMPTY:
+        raise Fail("new reader state 0x%X, want EMPTY" % states[0][1])
+    return "PnP %d ms after device_add: %r, empty" % (ms, new[0])
+
+def c_unplug():
+    ms, readers = pnp_change(lambda: qmp("device_del", id="ccid2"), 1)
+    if any(SERIAL2 in r for r in readers) or SERIAL not in readers[0]:
+        raise Fail("readers %r after unplugging %s" % (readers, SERIAL2))
+    expect(bytes([0, 0xA4, 4, 0, 7]) + AID, FCI + b"\x90\x00")
+    return "PnP %d ms after device_del; the other reader still answers" % ms
+
+def c_pull():
+    r = ctl("delay 4000")
+    if not r.startswith("ok"):
+        raise Fail("vscard delay: " + r)
+    got = {}
+    def send():
+        got["r"] = SCardTransmit(st["card"], st["proto"], list(bytes([0, 0xA4, 4, 0, 7]) + AID))
+        got["t"] = time.monotonic()
+    th = threading.Thread(target=send)
+    th.start()
+    time.sleep(1.0)
+    t0 = time.monotonic()
+    qmp("device_del", id="ccid0")
+    th.join(25)
+    if "r" not in got:
+        raise Fail("SCardTransmit still blocked 25 s after the reader was pulled")
+    hr, resp = got["r"]
+    ms = int((got["t"] - t0) * 1000)
+    allowed = (SCARD_E_READER_UNAVAILABLE, SCARD_W_REMOVED_CARD, SCARD_E_NO_SMARTCARD)
+    if hr not in allowed:
+        raise Fail("transmit during the pull: %s, response %s, %d ms after device_del" % (err(hr), hexs(resp), ms))
+    hr2 = SCardStatus(st["card"])[0]
+    if hr2 != SCARD_E_READER_UNAVAILABLE:  # what libpcsclite says for a handle whose reader went
+        raise Fail("SCardStatus on the pulled reader's handle: %s" % err(hr2))
+    hr3, c2 = SCardEstablishContext(SCARD_SCOPE_USER)
+    check(hr3, "SCardEstablishContext after the pull")
+    hr4, readers = SCardListReaders(c2, [])
+    SCardReleaseContext(c2)
+    if hr4 not in (SCARD_E_NO_READERS_AVAILABLE, SCARD_S_SUCCESS) or readers:
+        raise Fail("readers after the pull: %s %r" % (err(hr4), readers))
+    if len(usbpass_pids()) != 1:
+        raise Fail("usbpass is gone after the pull")
+    return "transmit -> %s %d ms after device_del; handle -> %s; new context ok, no readers" % (
+        err(hr), ms, err(hr2))
+
 def c_py_after_quirk():
     r = transmit(bytes([0, 0xA4, 4, 0, 7]) + AID)
     if r == pattern(0, 4) + b"\x90\x00":
@@ -651,6 +900,7 @@ def c_py_after_quirk():
         raise Fail("SELECT -> %s" % hexs(r))
     return "SELECT ok"
 
+t_daemon = time.monotonic()  # sandbox phases: the first client starts usbpass
 if daemon_cmd:
     os.makedirs("/run/pcscd", exist_ok=True)
     t_daemon = time.monotonic()
@@ -697,16 +947,20 @@ if daemon is not None:
     except subprocess.TimeoutExpired:
         daemon.kill()
         daemon.wait()
+if daemon is not None or (sandbox and os.path.exists(dlog)):
     lines = [l.rstrip() for l in open(dlog, errors="replace")]
     keys = ("error", "not enough", "failed", "warn", "panic", "card atr", "removed", "inserted",
-            "ccid_usb", "not implemented", "usage")
+            "ccid_usb", "not implemented", "usage", "unplugged", "no device", "gone")
     # Matching lines, with 6 lines of context around "Not enough data" (the 64-byte quirk).
     keep = set(i for i, l in enumerate(lines) if any(k in l.lower() for k in keys))
     for i, l in enumerate(lines):
         if "not enough data" in l.lower():
             keep.update(range(max(0, i - 6), min(len(lines), i + 7)))
+    if sandbox and last:  # the pull: how usbpass saw the reader go
+        keep.update(range(max(0, len(lines) - 30), len(lines)))
     sel = [lines[i] for i in sorted(keep)]
-    out("@@LOG %s daemon: %d of %d lines (rc %s)" % (phase, min(len(sel), 150), len(lines), daemon.returncode))
+    out("@@LOG %s daemon: %d of %d lines (rc %s)" % (phase, min(len(sel), 150), len(lines),
+                                                      daemon.returncode if daemon else "-"))
     for l in sel[:150]:
         out("  " + l[:300])
     out("@@ENDLOG")
@@ -836,7 +1090,8 @@ EOF
 # ---------------------------------------------------------------------------------------------
 # Run the guest
 run_guest() {
-    "$VSCARD" --listen "$RUN/card.sock" --ctl "$RUN/ctl.sock" --log --once >"$RUN/vscard.log" 2>&1 &
+    "$VSCARD" --listen "$RUN/card.sock" --ctl "$RUN/ctl.sock" --qmp "$RUN/qmp.sock" --log --once \
+        >"$RUN/vscard.log" 2>&1 &
     VSCARD_PID=$!
     for _ in $(seq 50); do
         [ -S "$RUN/card.sock" ] && [ -S "$RUN/ctl.sock" ] && break
@@ -853,7 +1108,8 @@ run_guest() {
         -serial "file:$RUN/console.log" \
         -chardev "socket,id=ctl,path=$RUN/ctl.sock" -serial chardev:ctl \
         -chardev "socket,id=ccid,path=$RUN/card.sock" \
-        -device qemu-xhci -device "usb-ccid,serial=$SERIAL,pcap=$RUN/usb.pcap" \
+        -qmp "unix:$RUN/qmp.sock,server=on,wait=off" \
+        -device qemu-xhci -device "usb-ccid,id=ccid0,serial=$SERIAL,pcap=$RUN/usb.pcap" \
         -device ccid-card-passthru,chardev=ccid \
         >"$RUN/qemu.log" 2>&1 || rc=$?
     GUEST_SECONDS=$(secs "$t0")
@@ -870,7 +1126,7 @@ run_guest() {
 cleanup() {
     [ -n "${VSCARD_PID:-}" ] && kill "$VSCARD_PID" 2>/dev/null || true
     if [ -n "${RUN:-}" ] && [ -d "$RUN" ]; then
-        rm -f "$RUN/card.sock" "$RUN/ctl.sock"
+        rm -f "$RUN/card.sock" "$RUN/ctl.sock" "$RUN/qmp.sock"
         [ "$KEEP" = 1 ] || rm -rf "$RUN/initrd" "$RUN/overlay.cpio" "$RUN/overlay"
     fi
 }
@@ -991,27 +1247,30 @@ if "ref" in phases:
         say("reference: no results (guest failed before the phase, see console.log)")
 
 npass = nfail = 0
-if "usbpass" in phases:
-    ucases = cases.get("usbpass") or cases.get("ref") or [c for c in ref] or ["ready"]
+TITLES = {"usbpass": "usbpass serve as the daemon",
+          "sbx-usb": "an app in a Flatpak-like sandbox with --device=usb, pcsc-bridge starts usbpass",
+          "sbx-all": "an app in a Flatpak-like sandbox with --device=all, pcsc-bridge starts usbpass"}
+for ph in [p for p in phases if p != "ref"]:
+    ucases = cases.get(ph) or cases.get("ref") or [c for c in ref] or ["ready"]
     # Why the daemon died, in one phrase.
     dead_reason = None
     for c in ucases:
-        r = results.get(("usbpass", c))
-        if r and r[0] == "FAIL" and ("daemon exited" in r[2] or "binary not available" in r[2]):
+        r = results.get((ph, c))
+        if r and r[0] == "FAIL" and ("daemon exited" in r[2] or "not available" in r[2]):
             txt = r[2]
             if "not implemented" in txt or re.search(r"unknown option.*--listen", txt):
                 dead_reason = "usbpass serve not implemented (%s)" % txt
             else:
                 dead_reason = txt
             break
-    say("== usbpass (%s) vs reference (%s)" % (usbpass_bin or "no binary", ref_source))
+    say("== %s: %s (%s) vs reference (%s)" % (ph, TITLES[ph], usbpass_bin or "no binary", ref_source))
     if usbpass_note:
         say("!! " + usbpass_note)
     if dead_reason:
         say("!! " + dead_reason)
-    say("%-16s %-9s %-9s %s" % ("case", "reference", "usbpass", "usbpass detail"))
+    say("%-16s %-9s %-9s %s" % ("case", "reference", ph, "detail"))
     for c in ucases:
-        r = results.get(("usbpass", c))
+        r = results.get((ph, c))
         rr = ref.get(c)
         if r is None:
             status, detail = "FAIL", "not reached (guest stopped: watchdog, timeout or crash)"
@@ -1022,7 +1281,7 @@ if "usbpass" in phases:
             if status == "PASS" and rr and rr[0] == "PASS":
                 if c in VALUE_CASES and detail != rr[2]:
                     status, detail = "FAIL", "differs from the reference: %s | reference: %s" % (detail, rr[2])
-                rt, ut = ref_traces.get(c), traces.get(("usbpass", c), [])
+                rt, ut = ref_traces.get(c), traces.get((ph, c), [])
                 if c in TRACE_CASES and rt is not None and rt != ut:
                     status = "FAIL"
                     detail = "the card received other APDUs than under the reference: %s | reference: %s" % (
@@ -1032,6 +1291,7 @@ if "usbpass" in phases:
         else:
             nfail += 1
         say("%-16s %-9s %-9s %s" % (c, rr[0] if rr else "-", status, detail))
+if any(p != "ref" for p in phases):
     out.append("usbpass e2e: %d passed, %d failed" % (npass, nfail))  # printed last by the script
 open(os.path.join(run, "report.txt"), "w").write("\n".join(out) + "\n")
 sys.exit(1 if nfail else 0)
@@ -1109,7 +1369,7 @@ if [ "$BENCH" = 1 ]; then
 fi
 evaluate || rc=$?
 log "total $(secs "$T_START")s; logs: $RUN"
-if [[ $PHASES == *usbpass* ]]; then
+if [[ $PHASES =~ usbpass|sbx ]]; then
     tail -n1 "$RUN/report.txt"
 fi
 exit "$rc"

@@ -31,7 +31,8 @@ serve   drive the USB CCID smart-card readers itself (no pcscd, no libccid) and 
                              only our own uid)
           --socket-mode MODE permissions of the socket file (octal, default 600)
 
-Logging: USBPASS_LOG (tracing filter, default \"info\"), to stderr.";
+Logging: USBPASS_LOG (tracing filter, default \"info\"), to stderr or appended to the
+file USBPASS_LOG_FILE.";
 
 /// Proxy settings.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -14,10 +14,19 @@ mod proxy;
 
 use std::process::ExitCode;
 
+/// Logs to stderr, or appended to `USBPASS_LOG_FILE` (where an instance started on demand by
+/// pcsc-bridge, whose stderr is /dev/null, can still be read).
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("USBPASS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let file = std::env::var_os("USBPASS_LOG_FILE")
+        .filter(|p| !p.is_empty())
+        .and_then(|p| std::fs::OpenOptions::new().create(true).append(true).open(p).ok());
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = match file {
+        Some(f) => fmt.with_ansi(false).with_writer(std::sync::Mutex::new(f)).try_init(),
+        None => fmt.with_writer(std::io::stderr).try_init(),
+    };
 }
 
 fn main() -> ExitCode {

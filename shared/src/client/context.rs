@@ -563,6 +563,14 @@ impl Context {
         let out = self.with_card(card, |inner, h_card| {
             let reader = inner.cards.get(&card).map(|c| c.reader.clone()).unwrap_or_default();
             let v = inner.version;
+            // As libpcsclite: the reader states first; a handle whose reader has gone gets
+            // SCARD_E_READER_UNAVAILABLE without asking the daemon (which would say
+            // SCARD_E_INVALID_VALUE).
+            let states = fetch_states(inner)?;
+            let layout = v.rs_layout();
+            if !states.iter().any(|s| !s.is_empty(layout) && s.name == reader) {
+                return Ok(Err(Rv::E_READER_UNAVAILABLE));
+            }
             if v.status_is_wide() {
                 let msg = Status40Msg { h_card, reader_len: 100, atr_len: 33, ..Default::default() };
                 let mut body = Vec::with_capacity(Status40Msg::SIZE);
@@ -574,7 +582,6 @@ impl Context {
                 if m.rv != 0 {
                     return Ok(Err(Rv(m.rv)));
                 }
-                let states = fetch_states(inner)?;
                 return Ok(Ok((reader, v, states)));
             }
             let conn = inner.conn.as_mut().expect("connected");
@@ -585,7 +592,6 @@ impl Context {
             if m.rv != 0 {
                 return Ok(Err(Rv(m.rv)));
             }
-            let states = fetch_states(inner)?;
             Ok(Ok((reader, v, states)))
         })?;
         let (reader, v, states) = out?;

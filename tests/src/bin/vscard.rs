@@ -1,10 +1,10 @@
 //! vscard: the project's virtual smart card behind QEMU's `ccid-card-passthru` device.
 //!
 //! ```text
-//! vscard --listen SOCK [--ctl PATH] [--absent] [--log] [--once] [--atr HEX]
+//! vscard --listen SOCK [--ctl PATH] [--qmp PATH] [--absent] [--log] [--once] [--atr HEX]
 //!     run the card: listen on the Unix socket SOCK for QEMU, which connects to it as the client
 //!     (`-chardev socket,id=ccid,path=SOCK -device ccid-card-passthru,chardev=ccid`)
-//! vscard ctl PATH insert|remove|status|count|mark TEXT
+//! vscard ctl PATH insert|remove|status|count|delay MS|qmp JSON|mark TEXT
 //!     drive a running card through its control socket
 //! vscard atr
 //!     print the ATR
@@ -43,7 +43,14 @@
 //! (`-chardev socket,id=ctl,path=PATH -serial chardev:ctl`), so a guest can remove and insert the
 //! card by writing to its `/dev/ttyS1`. `insert` -> `ok` (sends the ATR), `remove` -> `ok` (sends
 //! CardRemove), `status` -> `present` / `absent`, `count` -> the number of APDUs so far,
-//! `mark TEXT` -> `ok`, anything else -> `err ...`. Empty lines, CR and NUL bytes are ignored.
+//! `delay MS` -> `ok` (the answer to the next APDU is held MS milliseconds, at most 60 000),
+//! `mark TEXT` -> `ok`, anything else -> `err ...`.
+//!
+//! With `--qmp PATH` (QEMU's `-qmp unix:PATH,server=on,wait=off`), `qmp JSON` sends one QMP
+//! command to QEMU and answers `ok REPLY` or `err REPLY` (QEMU's one-line JSON answer; events in
+//! between are skipped). This lets a guest hot-plug and unplug USB devices through the channel it
+//! already has (`{"execute":"device_del","arguments":{"id":"ccid0"}}`). The QMP connection is
+//! opened, and its capabilities negotiated, on the first such command. Empty lines, CR and NUL bytes are ignored.
 
 use std::ffi::CString;
 use std::io::{self, BufRead, BufReader, Write};
@@ -58,8 +65,8 @@ use pcsc_bridge_tests::card::Card;
 use pcsc_bridge_tests::vpcd::hex;
 
 const USAGE: &str = "\
-usage: vscard --listen SOCK [--ctl PATH] [--absent] [--log] [--once] [--atr HEX]
-       vscard ctl PATH insert|remove|status|count|mark TEXT
+usage: vscard --listen SOCK [--ctl PATH] [--qmp PATH] [--absent] [--log] [--once] [--atr HEX]
+       vscard ctl PATH insert|remove|status|count|delay MS|qmp JSON|mark TEXT
        vscard atr";
 
 /// The T=0-only ATR: TS `3B`, T0 `0A` (no interface bytes, 10 historical bytes), `"pcscbridge"`.
@@ -211,6 +218,53 @@ use vsc::Type;
 
 static START: OnceLock<Instant> = OnceLock::new();
 static SOCKETS: OnceLock<Vec<CString>> = OnceLock::new();
+/// `--qmp PATH`, and the QMP connection once opened (one command at a time).
+static QMP_PATH: OnceLock<PathBuf> = OnceLock::new();
+static QMP: Mutex<Option<BufReader<UnixStream>>> = Mutex::new(None);
+
+/// Next QMP message that is not an event (QEMU writes one JSON object per line).
+fn qmp_answer(rd: &mut BufReader<UnixStream>) -> io::Result<String> {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if rd.read_line(&mut line)? == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "QEMU closed the QMP socket"));
+        }
+        if !line.contains("\"event\"") && !line.trim().is_empty() {
+            return Ok(line.trim().to_string());
+        }
+    }
+}
+
+/// Forwards one QMP command; `ok REPLY` / `err REPLY` for the control socket.
+fn qmp_forward(cmd: &str) -> String {
+    let Some(path) = QMP_PATH.get().filter(|p| !p.as_os_str().is_empty()) else {
+        return "err no QMP socket (vscard --qmp PATH)".into();
+    };
+    let mut guard = QMP.lock().unwrap_or_else(|e| e.into_inner());
+    let result = (|| -> io::Result<String> {
+        if guard.is_none() {
+            let c = UnixStream::connect(path)?;
+            c.set_read_timeout(Some(std::time::Duration::from_secs(15)))?;
+            let mut rd = BufReader::new(c);
+            qmp_answer(&mut rd)?; // the greeting
+            rd.get_mut().write_all(b"{\"execute\":\"qmp_capabilities\"}\n")?;
+            qmp_answer(&mut rd)?;
+            *guard = Some(rd);
+        }
+        let rd = guard.as_mut().expect("opened above");
+        rd.get_mut().write_all(format!("{}\n", cmd.trim()).as_bytes())?;
+        qmp_answer(rd)
+    })();
+    match result {
+        Ok(a) if a.contains("\"return\"") => format!("ok {a}"),
+        Ok(a) => format!("err {a}"),
+        Err(e) => {
+            *guard = None;
+            format!("err QMP {}: {e}", path.display())
+        }
+    }
+}
 
 fn log_line(s: &str) {
     let t = START.get_or_init(Instant::now).elapsed();
@@ -257,6 +311,9 @@ struct State {
     atr: Vec<u8>,
     full_log: bool,
     apdus: u64,
+    /// `delay MS`: hold the answer to the next APDU this long (a slow card, so that a test can
+    /// pull the reader while a command is in flight).
+    delay_next: Option<std::time::Duration>,
 }
 
 type Shared = Arc<Mutex<State>>;
@@ -389,6 +446,9 @@ fn run(args: &[String]) -> ExitCode {
         match a.as_str() {
             "--listen" => listen = it.next().map(PathBuf::from),
             "--ctl" => ctl = it.next().map(PathBuf::from),
+            "--qmp" => {
+                let _ = QMP_PATH.set(it.next().map(PathBuf::from).unwrap_or_default());
+            }
             "--absent" => absent = true,
             "--log" => full_log = true,
             "--once" => once = true,
@@ -443,6 +503,7 @@ fn run(args: &[String]) -> ExitCode {
         atr,
         full_log,
         apdus: 0,
+        delay_next: None,
     }));
     {
         let st = shared.lock().unwrap();
@@ -538,7 +599,15 @@ fn serve_qemu(c: UnixStream, shared: &Shared) -> io::Result<()> {
                     }
                 }
             }
-            Type::APDU => st.apdu(&m.payload),
+            Type::APDU => {
+                if let Some(d) = st.delay_next.take() {
+                    log!("holding the answer to the next APDU for {} ms", d.as_millis());
+                    drop(st);
+                    std::thread::sleep(d);
+                    st = shared.lock().unwrap();
+                }
+                st.apdu(&m.payload)
+            }
             Type::READER_REMOVE | Type::CARD_REMOVE | Type::ATR => {
                 log!("< {} reader {} (unexpected from QEMU, ignored)", m.ty.name(), m.reader)
             }
@@ -567,17 +636,33 @@ fn serve_ctl(c: UnixStream, shared: &Shared) {
         if line.is_empty() {
             continue;
         }
+        if let Some(cmd) = line.strip_prefix("qmp ") {
+            // Not under the card's lock: QEMU may need the card while it unplugs the reader.
+            let reply = qmp_forward(cmd);
+            log!("ctl {line} -> {reply}");
+            if w.write_all(format!("{reply}\n").as_bytes()).is_err() {
+                return;
+            }
+            continue;
+        }
         let mut st = shared.lock().unwrap();
         let reply = match line.split_once(' ').unwrap_or((line, "")) {
             ("insert", _) => st.insert().to_string(),
             ("remove", _) => st.remove().to_string(),
             ("status", _) => if st.present { "present" } else { "absent" }.to_string(),
             ("count", _) => st.apdus.to_string(),
+            ("delay", ms) => match ms.trim().parse::<u64>() {
+                Ok(ms) if ms <= 60_000 => {
+                    st.delay_next = Some(std::time::Duration::from_millis(ms));
+                    "ok".to_string()
+                }
+                _ => format!("err delay needs milliseconds (0..=60000), got {ms:?}"),
+            },
             ("mark", text) => {
                 log!("=== {text}");
                 "ok".to_string()
             }
-            _ => format!("err unknown command {line:?} (insert|remove|status|count|mark TEXT)"),
+            _ => format!("err unknown command {line:?} (insert|remove|status|count|delay MS|qmp JSON|mark TEXT)"),
         };
         drop(st);
         if !line.starts_with("mark") {
@@ -633,6 +718,7 @@ mod tests {
             atr: ATR_T0.to_vec(),
             full_log: true,
             apdus: 0,
+            delay_next: None,
         }));
         let s2 = shared.clone();
         let t = std::thread::spawn(move || serve_qemu(ours, &s2));

@@ -297,6 +297,12 @@ impl<T: Transport> Ccid<T> {
             message::any_reply_status(&f).map_err(|source| CcidError::Message { cmd: C::NAME, source })?;
             return Err(CcidError::Failed { cmd: C::NAME, status });
         }
+        // A "successful" DataBlock from an empty slot is no answer: QEMU completes a command that
+        // was in flight when the reader is unplugged with an empty DataBlock and ICC status
+        // "absent". Taken as it is, that would be an empty response APDU with SCARD_S_SUCCESS.
+        if f.header.message_type == msg_type::DATA_BLOCK && status.icc() == IccStatus::Absent {
+            return Err(CcidError::Failed { cmd: C::NAME, status });
+        }
         match C::Reply::parse(&f) {
             Ok(r) => Ok(r),
             Err(MessageError::WrongType { got, .. }) => Err(CcidError::UnexpectedType { cmd: C::NAME, got }),
@@ -705,6 +711,24 @@ mod tests {
             c.transact(0, &XfrBlock { bwi: 0, level: 0, data: &[] }, T),
             Err(CcidError::UnexpectedType { cmd: "XfrBlock", got: 0x81 })
         );
+    }
+
+    /// QEMU's answer to a command in flight when its reader is unplugged: an empty, "successful"
+    /// DataBlock with ICC status absent. It must not become an empty response APDU.
+    #[test]
+    fn empty_data_block_from_an_empty_slot_is_card_absent() {
+        let mut s = Script::default();
+        s.reads.push_back(Ok(data_block(0, Status::new(IccStatus::Absent, CommandStatus::Ok, 0), &[])));
+        let mut c = Ccid::new(s, 271);
+        let e = c.transact(0, &XfrBlock { bwi: 0, level: 0, data: &[0, 0xA4, 4, 0] }, T).unwrap_err();
+        assert!(e.is_card_absent(), "{e}");
+        assert_eq!(e.rv(Op::Transmit), Rv::E_NO_SMARTCARD);
+        // A SlotStatus saying "absent" is an ordinary answer.
+        let mut s = Script::default();
+        s.reads.push_back(Ok(slot_status(1, Status::new(IccStatus::Absent, CommandStatus::Ok, 0))));
+        let mut c = Ccid::new(s, 271);
+        c.seq = 1;
+        assert!(c.transact(0, &GetSlotStatus, T).is_ok());
     }
 
     #[test]
