@@ -8,6 +8,9 @@
 # into the python3 on PATH, unless --no-install) and builds
 #   cargo zigbuild --release -p pcsc-bridge-interpose --target x86_64-unknown-linux-gnu.GLIBC
 # then checks with objdump -T that no GLIBC_ symbol version above the floor is referenced.
+# Also builds usbpass as a static musl program (`cargo zigbuild --target x86_64-unknown-linux-musl`,
+# libusb built in) and puts it beside the library: `pcsc-bridge flatpak enable` installs both, and
+# the library starts it inside a sandbox that sees USB readers and no pcscd, whatever the runtime.
 # Prints the library's path on the last line (target/x86_64-unknown-linux-gnu/release/...).
 # Environment: CARGO_TARGET_DIR (default target/), PYTHON (default python3).
 set -euo pipefail
@@ -45,6 +48,7 @@ cargo zigbuild --release -p pcsc-bridge-interpose --target "$TRIPLE.$FLOOR" -j "
     die "cargo zigbuild failed"
 
 OUT=${CARGO_TARGET_DIR:-$ROOT/target}/$TRIPLE/release/libpcscbridge.so
+USBPASS_OUT=${CARGO_TARGET_DIR:-$ROOT/target}/x86_64-unknown-linux-musl/release/usbpass
 [ -f "$OUT" ] || die "no library at $OUT after the build"
 max=$(objdump -T "$OUT" | grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -n 1)
 echo "build-so: highest GLIBC_ version referenced: ${max:-none}" >&2
@@ -55,4 +59,16 @@ if [ -n "$max" ] && [ "$(printf '%s\n%s\n' "$max" "$FLOOR" | sort -V | tail -n 1
     done
     die "$OUT needs glibc $max > $FLOOR"
 fi
+
+if ! rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then
+    [ "$INSTALL" = 1 ] || die "the Rust target x86_64-unknown-linux-musl is missing (rustup target add)"
+    rustup target add x86_64-unknown-linux-musl >&2 || die "rustup target add x86_64-unknown-linux-musl failed"
+fi
+echo "build-so: cargo zigbuild --release -p usbpass --bin usbpass --target x86_64-unknown-linux-musl" >&2
+cargo zigbuild --release -p usbpass --bin usbpass --target x86_64-unknown-linux-musl -j "$JOBS" >&2 ||
+    die "cargo zigbuild of usbpass failed"
+[ -f "$USBPASS_OUT" ] || die "no usbpass at $USBPASS_OUT after the build"
+! ldd "$USBPASS_OUT" >/dev/null 2>&1 || die "$USBPASS_OUT is not static: $(ldd "$USBPASS_OUT" | tr '\n' ' ')"
+cp "$USBPASS_OUT" "$(dirname "$OUT")/usbpass"
+echo "build-so: usbpass (static, $(du -k "$USBPASS_OUT" | cut -f1) KiB) beside the library" >&2
 echo "$OUT"

@@ -16,6 +16,9 @@
 #   native-doctor    `pcsc-bridge doctor` inside the sandbox: exit 0, or 1 with the enable hint
 #   preload          after `pcsc-bridge flatpak enable APP`: the check passes
 #   preload-doctor   doctor inside (the copy enable put in ~/.var/app/APP/pcsc-bridge): route preload
+#   preload-usbpass  enable also put usbpass there (the library starts it when the sandbox sees
+#                    USB readers and no pcscd; that is tested in scripts/qemu-usb-test.sh, this
+#                    host has no USB): it runs in the runtime (`usbpass --version`)
 #   disable          `pcsc-bridge flatpak disable APP`: the override file is byte for byte what it
 #                    was before enable (a user override set beforehand survives), native again
 #   delegate         same with --route delegate (runtimes whose libpcsclite is 2.1.0+)
@@ -369,6 +372,20 @@ for s in $SUITES; do
             result "$s" preload-doctor 0 "exit 0, route preload, the card's ATR, in ${SECS} s"
         else
             result "$s" preload-doctor 1 "got $RC: $(first_line "$OUT" 12)"
+        fi
+        # usbpass, installed beside the library for the USB fallback, must run in the runtime
+        # (a static program: any runtime's libc will do)
+        if [ -x "$HOME/.var/app/$app/pcsc-bridge/usbpass" ]; then
+            RC=0
+            UOUT=$(timeout 60 flatpak run --command="$HOME/.var/app/$app/pcsc-bridge/usbpass" "$app//test" --version 2>&1) ||
+                RC=$?
+            if [ "$RC" = 0 ] && grep -q "^usbpass " <<< "$UOUT"; then
+                result "$s" preload-usbpass 0 "enable installed usbpass beside the library; in the sandbox: $UOUT"
+            else
+                result "$s" preload-usbpass 1 "usbpass --version in the sandbox: rc $RC: $(first_line "$UOUT" 3)"
+            fi
+        else
+            result "$s" preload-usbpass 1 "enable did not install usbpass: $(first_line "$(cat "$TMP/enable.out")" 6)"
         fi
         st=$(PCB flatpak status "$app" 2>&1 || true)
         if grep -q "enabled (route preload)" <<< "$st"; then

@@ -28,6 +28,9 @@ use super::{bridge_version, which, FlatpakCmd, Route};
 const STATE_GROUP: &str = "pcsc-bridge";
 const LIB_NAME: &str = "libpcscbridge.so";
 const BIN_NAME: &str = "pcsc-bridge";
+/// usbpass, installed beside the library: the library starts it inside the sandbox when no
+/// pcscd is reachable and USB devices are visible (`--device=usb` or `--device=all`).
+const USBPASS_NAME: &str = "usbpass";
 const PROXY_FS: &str = "xdg-run/pcsc-bridge";
 
 /// Flatpak application IDs: reverse DNS, at least three elements of
@@ -185,6 +188,22 @@ pub fn find_library(explicit: Option<&Path>) -> Result<(PathBuf, String), String
         "{LIB_NAME} not found next to this program or in the usual places; give it with --lib PATH \
          (build it: cargo build --release -p pcsc-bridge-interpose)"
     ))
+}
+
+/// usbpass to install beside the library: next to the library being installed, next to this
+/// program, or on `PATH`.
+fn find_usbpass(lib: &Path) -> Option<PathBuf> {
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(d) = lib.parent() {
+        candidates.push(d.join(USBPASS_NAME));
+    }
+    if let Some(d) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+        candidates.push(d.join(USBPASS_NAME));
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        candidates.extend(std::env::split_paths(&path).map(|d| d.join(USBPASS_NAME)));
+    }
+    candidates.into_iter().find(|c| c.is_file())
 }
 
 /// The app's own metadata and deployment, if installed (`flatpak info`).
@@ -441,6 +460,20 @@ fn enable(p: &Paths, app: &str, route: Route, lib: Option<&Path>) -> Result<(), 
         copy_into(&src, &dest, 0o755)?;
         println!("copied {} ({ver}) to {}", src.display(), dest.display());
         lib_dest = Some(dest.display().to_string());
+        match find_usbpass(&src) {
+            Some(u) => match copy_into(&u, &dir.join(USBPASS_NAME), 0o755) {
+                Ok(()) => println!(
+                    "copied {} to {} (started by the library when the app sees USB readers and no pcscd)",
+                    u.display(),
+                    dir.display()
+                ),
+                Err(e) => eprintln!("pcsc-bridge: note: {e} (no USB fallback inside the sandbox)"),
+            },
+            None => eprintln!(
+                "pcsc-bridge: note: usbpass not found beside {} or on PATH: no USB fallback inside the sandbox",
+                src.display()
+            ),
+        }
     } else {
         let host_proxy = super::proxy_socket_default();
         // Flatpak exports the folder only if it exists when the app starts: make it now, so
@@ -537,7 +570,7 @@ fn disable(p: &Paths, app: &str, verbose: bool) -> Result<bool, String> {
         }
     }
     let mut removed = Vec::new();
-    for f in [LIB_NAME, BIN_NAME, "enabled"] {
+    for f in [LIB_NAME, BIN_NAME, USBPASS_NAME, "enabled"] {
         if std::fs::remove_file(dir.join(f)).is_ok() {
             removed.push(f);
         }

@@ -38,7 +38,8 @@ usage:
                                     [--user-dir DIR]
       Copy libpcscbridge.so into ~/.var/app/APP-ID/pcsc-bridge/ and add a Flatpak
       override (flatpak override --user) that loads it in the app (default route:
-      preload). `proxy` points the app at the usbpass proxy socket instead.
+      preload), with usbpass beside it for sandboxes that see USB readers and no pcscd.
+      `proxy` points the app at the usbpass proxy socket instead.
   pcsc-bridge flatpak disable APP-ID [--user-dir DIR]
       Remove exactly what `enable` added.
   pcsc-bridge flatpak status [APP-ID] [--user-dir DIR]
