@@ -452,8 +452,8 @@ def pattern(off, n):  # the card's file content (tests/src/card.rs file_byte)
 
 CASES = ["ready", "pcsc_scan", "opensc_atr", "opensc_apdu", "py_list", "py_status", "py_connect",
          "py_atr", "py_attr", "py_features", "py_select", "py_read_binary", "py_echo",
-         "py_get_response", "py_transaction", "py_remove", "py_insert", "py_reconnect",
-         "py_quirk64", "py_after_quirk"]
+         "py_get_response", "py_transaction", "py_remove", "py_insert", "py_reconnect", "held",
+         "py_quirk64", "py_after_quirk", "py_pull_card"]
 # Sandbox phases (no daemon: the app's libpcsclite.so.1 is pcsc-bridge, which starts usbpass)
 # add: one usbpass shared by the app's processes, doctor, reader hot-plug and unplug, and (in the
 # last phase only, as it takes the reader away for good) pulling the reader during an APDU.
@@ -475,6 +475,10 @@ while args:
         last = True
 if sandbox:
     CASES = CASES + SANDBOX_CASES + (["pull"] if last else [])
+# The reference phase also checks usbpass beside pcscd: a sandboxed app with no pcscd socket
+# whose usbpass finds the reader held by pcscd (doctor must say so).
+if phase == "ref" and os.path.exists("/qemu-test/app/bin/pcsc-bridge"):
+    CASES.insert(CASES.index("held") + 1, "sbx_held")
 
 def out(s):
     sys.stdout.write(s + "\n")
@@ -796,9 +800,12 @@ def c_shared():
 def c_doctor():
     rc, text = run_client("doctor", ["pcsc-bridge", "doctor"])
     line = [l.strip() for l in text.splitlines() if "backend" in l]
-    if not line or "usbpass (USB readers" not in line[0]:
-        raise Fail("rc=%d, backend line %r" % (rc, line))
-    return line[0]
+    if rc != 0 or not line or "usbpass (USB readers" not in line[0]:
+        raise Fail("rc=%d (want 0: PC/SC works), backend line %r" % (rc, line))
+    usb = [l.strip() for l in text.splitlines() if "usb-readers" in l]
+    if not usb or "08E6:4433" not in usb[0]:
+        raise Fail("no usb-readers line naming 08E6:4433: %r" % usb)
+    return "exit 0; " + line[0]
 
 def qmp(cmd, **arguments):
     r = ctl("qmp " + json.dumps({"execute": cmd, "arguments": arguments}), timeout=20)
@@ -890,6 +897,82 @@ def c_pull():
         raise Fail("usbpass is gone after the pull")
     return "transmit -> %s %d ms after device_del; handle -> %s; new context ok, no readers" % (
         err(hr), ms, err(hr2))
+
+def c_held():
+    # A second usbpass while this phase's stack holds the reader (in the ref phase: the reader
+    # is pcscd's): it must leave the reader alone, say why, and the holder keeps working.
+    exe = next((p for p in ("/qemu-test/usbpass/usbpass", "/app/lib/usbpass") if os.path.exists(p)), None)
+    if exe is None:
+        raise Fail("no usbpass binary in the guest")
+    sock, log = "/tmp/held-%s.sock" % phase, "/tmp/held-%s.log" % phase
+    env = dict(os.environ, USBPASS_LOG="info", LD_LIBRARY_PATH="/qemu-test/usbpass/lib")
+    env.pop("USBPASS_LOG_FILE", None)
+    p = subprocess.Popen([exe, "serve", "--listen", sock], stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=env)
+    try:
+        for _ in range(100):
+            if os.path.exists(sock) or p.poll() is not None:
+                break
+            time.sleep(0.1)
+        probe = subprocess.run([sys.executable, "-c", PROBE], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               env=dict(os.environ, PCSCLITE_CSOCK_NAME=sock), timeout=30)
+        got = probe.stdout.decode(errors="replace").strip()
+    finally:
+        p.terminate()
+        p.wait(5)
+    text = open(log, errors="replace").read()
+    said = [l for l in text.splitlines() if "in use by another program" in l]
+    if not got.startswith("00000000 8010002E 0"):
+        raise Fail("a client of the second usbpass got %r (want no readers); its log: %s" % (got, one_line(text)[-300:]))
+    if not said:
+        raise Fail("the second usbpass did not say why it left the reader alone: %s" % one_line(text)[-300:])
+    expect(bytes([0, 0xA4, 4, 0, 7]) + AID, FCI + b"\x90\x00")
+    return "a second usbpass lists no reader and logs: %s; the holder still answers" % (
+        said[0].split("usbpass::serve::backend: ")[-1][:120])
+
+def c_sbx_held():
+    rc, text = run_client("sbx_held", ["/qemu-test/sbx-run", "usb", "/app/bin/pcsc-bridge", "doctor"], timeout=40)
+    warn = [l.strip() for l in text.splitlines() if "usb-readers" in l]
+    if not warn or "[warn]" not in warn[0].lower() or "held by another program" not in text:
+        raise Fail("rc=%d, doctor in a sandbox without pcscd while pcscd holds the reader: %s" % (
+            rc, one_line(text)[-400:]))
+    expect(bytes([0, 0xA4, 4, 0, 7]) + AID, FCI + b"\x90\x00")
+    return "doctor in the sandbox: %s" % warn[0][:150]
+
+def c_py_pull_card():
+    # The card is pulled while the reader waits for its answer (vscard holds it 2 s). Whatever
+    # happens, the card goes back in and the held answer is out of the way before the next case.
+    r = ctl("delay 2000")
+    if not r.startswith("ok"):
+        raise Fail("vscard delay: " + r)
+    t_hold = time.monotonic()
+    try:
+        got = {}
+        def send():
+            got["r"] = SCardTransmit(st["card"], st["proto"], list(bytes([0, 0xA4, 4, 0, 7]) + AID))
+            got["t"] = time.monotonic()
+        th = threading.Thread(target=send)
+        th.start()
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        r = ctl("remove")
+        if not r.startswith("ok"):
+            raise Fail("vscard remove: " + r)
+        th.join(20)
+        if "r" not in got:
+            raise Fail("SCardTransmit still blocked 20 s after the card was pulled")
+        hr, resp = got["r"]
+        ms = int((got["t"] - t0) * 1000)
+        what = "%s %s" % (err(hr), hexs(resp)) if hr == SCARD_S_SUCCESS else err(hr)
+        if hr not in (SCARD_W_REMOVED_CARD, SCARD_E_NO_SMARTCARD):
+            raise Fail("transmit during the pull: %s, %d ms after the card was pulled" % (what, ms))
+    finally:
+        ctl("insert")
+        time.sleep(max(0.0, 2.3 - (time.monotonic() - t_hold)))
+    wait_state(True, 10)
+    hr2, proto = SCardReconnect(st["card"], SCARD_SHARE_SHARED, SCARD_PROTOCOL_T0, SCARD_RESET_CARD)
+    check(hr2, "SCardReconnect after reinsertion")
+    expect(bytes([0, 0xA4, 4, 0, 7]) + AID, FCI + b"\x90\x00")
+    return "transmit -> %s; card back, reconnected, SELECT ok" % err(hr)
 
 def c_py_after_quirk():
     r = transmit(bytes([0, 0xA4, 4, 0, 7]) + AID)
@@ -1291,6 +1374,15 @@ for ph in [p for p in phases if p != "ref"]:
         else:
             nfail += 1
         say("%-16s %-9s %-9s %s" % (c, rr[0] if rr else "-", status, detail))
+# usbpass next to pcscd (the ref phase's "held" and "sbx_held" cases test usbpass and
+# pcsc-bridge, not the reference).
+held = [c for c in ("held", "sbx_held") if ("ref", c) in results]
+if held:
+    say("== usbpass while pcscd holds the reader")
+for c in held:
+    r = results[("ref", c)]
+    say("%-16s %-9s %-9s %s" % (c, "-", r[0], r[2]))
+    npass, nfail = npass + (r[0] == "PASS"), nfail + (r[0] != "PASS")
 if any(p != "ref" for p in phases):
     out.append("usbpass e2e: %d passed, %d failed" % (npass, nfail))  # printed last by the script
 open(os.path.join(run, "report.txt"), "w").write("\n".join(out) + "\n")

@@ -24,7 +24,7 @@ use pcsc_proto::Rv;
 use super::json::J;
 use super::keyfile::KeyFile;
 use super::probe::{self, EnvChanges, Probe};
-use super::{bridge_version, hex, proxy_socket_default, DoctorOpts, VERSION};
+use super::{bridge_version, fallback, hex, proxy_socket_default, DoctorOpts, VERSION};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -358,8 +358,16 @@ fn rv_text(rv: u32) -> String {
     Rv(rv).to_string()
 }
 
-/// Socket state: `Ok(())` when a daemon accepts connections.
-fn check_socket(r: &mut Report, cfg: &ClientConfig, source: &str, sb: &Sandbox, proxy: bool) -> bool {
+/// The daemon socket: true when a daemon accepts connections. With `usb_fallback` (no pcscd here, but pcsc-bridge is the app's library
+/// and falls back to usbpass for the USB readers it sees) a missing socket is not a failure.
+fn check_socket(
+    r: &mut Report,
+    cfg: &ClientConfig,
+    source: &str,
+    sb: &Sandbox,
+    proxy: bool,
+    usb_fallback: bool,
+) -> bool {
     let path = cfg.socket.display().to_string();
     let mut c = Check::new("socket", Status::Ok, format!("{path} ({source})"))
         .data("path", path.clone())
@@ -392,10 +400,15 @@ fn check_socket(r: &mut Report, cfg: &ClientConfig, source: &str, sb: &Sandbox, 
             } else {
                 format!("cannot be read: {e}")
             };
-            c.status = Status::Fail;
             c.summary = format!("{path} ({source}) {what}");
+            if usb_fallback {
+                c.status = Status::Info;
+                c.summary.push_str(": pcsc-bridge uses usbpass for the USB readers instead");
+            } else {
+                c.status = Status::Fail;
+                r.step(hint_missing);
+            }
             r.push(c.data("exists", false).data("is_socket", false).data("connectable", false));
-            r.step(hint_missing);
             return false;
         }
     };
@@ -622,21 +635,85 @@ fn served_by(p: &Probe) -> String {
     }
 }
 
-/// usbpass's socket as the library's fallback computes it (interpose/src/fallback.rs).
-fn usbpass_socket() -> PathBuf {
-    if let Some(p) = env_str("PCSC_BRIDGE_USBPASS_SOCKET").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
-    match env_str("XDG_RUNTIME_DIR").filter(|p| !p.is_empty()) {
-        Some(d) => Path::new(&d).join("pcsc-bridge/usbpass.comm"),
-        // SAFETY: getuid has no preconditions.
-        None => PathBuf::from(format!("/tmp/pcsc-bridge-{}/usbpass.comm", unsafe { libc::getuid() })),
-    }
+/// A CCID interface (USB class 0x0B) as sysfs shows it.
+struct CcidInterface {
+    /// `VID:PID product`.
+    label: String,
+    /// Bound to `usbfs`: a program (pcscd, usbpass, ...) has claimed it.
+    claimed: bool,
 }
 
-fn usb_visible() -> bool {
-    let Ok(buses) = std::fs::read_dir("/dev/bus/usb") else { return false };
-    buses.flatten().any(|b| std::fs::read_dir(b.path()).map(|mut d| d.next().is_some()).unwrap_or(false))
+/// CCID interfaces in `/sys/bus/usb/devices` (Flatpak binds it read-only into sandboxes).
+fn ccid_interfaces() -> Vec<CcidInterface> {
+    let root = Path::new("/sys/bus/usb/devices");
+    let Ok(dir) = std::fs::read_dir(root) else { return Vec::new() };
+    let read = |p: PathBuf| std::fs::read_to_string(p).map(|s| s.trim().to_string()).unwrap_or_default();
+    let mut v: Vec<(String, CcidInterface)> = dir
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let (device, _) = name.split_once(':')?;
+            let iface = root.join(&name);
+            if read(iface.join("bInterfaceClass")) != "0b" {
+                return None;
+            }
+            let dev = root.join(device);
+            let product = read(dev.join("product"));
+            let label = format!(
+                "{}:{} {}",
+                read(dev.join("idVendor")).to_uppercase(),
+                read(dev.join("idProduct")).to_uppercase(),
+                if product.is_empty() { "(no product name)" } else { &product }
+            );
+            let claimed =
+                std::fs::read_link(iface.join("driver")).is_ok_and(|d| d.file_name().is_some_and(|n| n == "usbfs"));
+            Some((name, CcidInterface { label, claimed }))
+        })
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v.into_iter().map(|(_, i)| i).collect()
+}
+
+/// The USB readers this sandbox sees, and whether usbpass could take them: a reader another
+/// program holds (the host's pcscd) is left alone, so the app must use that program instead.
+fn check_usb_readers(r: &mut Report, usbpass_readers: Option<usize>, sb: &Sandbox) {
+    let ifaces = ccid_interfaces();
+    if ifaces.is_empty() {
+        r.push(Check::new("usb-readers", Status::Info, "no CCID interface in /sys/bus/usb/devices"));
+        return;
+    }
+    let list: Vec<String> = ifaces
+        .iter()
+        .map(|i| format!("{}{}", i.label, if i.claimed { " (claimed by a program)" } else { "" }))
+        .collect();
+    let mut c = Check::new(
+        "usb-readers",
+        Status::Info,
+        format!("{} CCID interface{}: {}", ifaces.len(), plural(ifaces.len()), list.join(", ")),
+    )
+    .data("interfaces", J::Arr(list.iter().map(|s| J::from(s.as_str())).collect()));
+    if let Some(n) = usbpass_readers {
+        c = c.data("usbpass_readers", n);
+        if n < ifaces.len() && ifaces.iter().any(|i| i.claimed) {
+            c.status = Status::Warn;
+            c = c.detail(format!(
+                "usbpass serves {n} of them: the others are held by another program (probably the host's pcscd), \
+                 which usbpass never takes over"
+            ));
+            r.step(if sb.in_flatpak {
+                format!(
+                    "a USB reader is held by the host's pcscd: give the app that pcscd instead (on the host: \
+                     `flatpak override --user --socket=pcsc {}`, then restart the app).",
+                    sb.app()
+                )
+            } else {
+                "a USB reader is held by another program (probably pcscd): use that daemon (its socket in \
+                 PCSCLITE_CSOCK_NAME), or stop it to let usbpass drive the reader."
+                    .to_string()
+            });
+        }
+    }
+    r.push(c);
 }
 
 /// Which backend serves PC/SC here: a daemon (pcscd or the usbpass proxy), or
@@ -645,11 +722,11 @@ fn backend_check(socket_ok: bool, cfg: &ClientConfig) -> Check {
     if socket_ok {
         return Check::new("backend", Status::Info, format!("a daemon at {}", cfg.socket.display()));
     }
-    let p = usbpass_socket();
+    let p = fallback::socket_path();
     if std::os::unix::net::UnixStream::connect(&p).is_ok() {
         return Check::new("backend", Status::Info, format!("usbpass (USB readers, no pcscd) at {}", p.display()));
     }
-    if usb_visible() {
+    if fallback::usb_visible() {
         return Check::new(
             "backend",
             Status::Info,
@@ -693,9 +770,10 @@ pub fn diagnose(o: &DoctorOpts) -> Report {
         "the default"
     };
     let routes = routes(&cfg.socket);
-    let socket_ok = check_socket(&mut r, &cfg, source, &sb, routes.proxy);
+    // No pcscd reachable, but the library apps load here falls back to usbpass.
+    let usb_fallback = routes.bridge_loaded() && fallback::applies() && UnixStream::connect(&cfg.socket).is_err();
+    let socket_ok = check_socket(&mut r, &cfg, source, &sb, routes.proxy, usb_fallback);
     let daemon = if socket_ok { check_daemon(&mut r, &cfg) } else { None };
-    r.push(backend_check(socket_ok, &cfg));
 
     let copies = library_copies();
     check_routes(&mut r, &routes, &copies);
@@ -707,8 +785,12 @@ pub fn diagnose(o: &DoctorOpts) -> Report {
     }
     const LIB: &str = "libpcsclite.so.1";
     let mut app_fails = false;
-    if daemon.is_some() {
+    let mut usbpass_readers = None;
+    if daemon.is_some() || usb_fallback {
         let p = probe::run(LIB, &probe_env);
+        if usb_fallback {
+            usbpass_readers = Some(p.readers.len());
+        }
         let status = if p.works() {
             Status::Ok
         } else if p.error.as_deref().is_some_and(|e| e.contains("cannot open shared object")) {
@@ -729,6 +811,11 @@ pub fn diagnose(o: &DoctorOpts) -> Report {
                 .data("establish", p.establish.map(|v| format!("0x{v:08X}")))
                 .data("readers", J::Arr(p.readers.iter().map(|x| J::from(x.as_str())).collect())),
         );
+    }
+    // After the probe: with the USB fallback, the probe has started usbpass.
+    r.push(backend_check(socket_ok, &cfg));
+    if fallback::usb_visible() {
+        check_usb_readers(&mut r, usbpass_readers, &sb);
     }
 
     // The app's own library, without pcsc-bridge.

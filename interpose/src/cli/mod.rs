@@ -23,6 +23,11 @@ pub mod probe;
 #[path = "../marker.rs"]
 mod marker;
 
+/// When the library falls back to usbpass (shared with the library: same socket, same test).
+#[allow(dead_code)]
+#[path = "../fallback.rs"]
+mod fallback;
+
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 pub const USAGE: &str = "\
