@@ -292,12 +292,15 @@ make_overlay() {
     fi
     if [[ $PHASES == *sbx* ]] && [ -n "$USBPASS_BIN" ] && [ -f "$BRIDGE_LIB" ]; then
         # The app as `pcsc-bridge flatpak enable` leaves it: its libpcsclite.so.1 is pcsc-bridge,
-        # usbpass beside it (usbpass is self-contained: libusb is built in).
+        # usbpass beside it: the one shipped beside the library (scripts/build-so.sh: static)
+        # if there is one, else the one under test (libusb is built into both).
+        local app_usbpass=$USBPASS_BIN
+        [ -x "$(dirname "$BRIDGE_LIB")/usbpass" ] && app_usbpass=$(dirname "$BRIDGE_LIB")/usbpass
         mkdir -p "$ov/qemu-test/app/lib" "$ov/qemu-test/app/bin"
         cp "$BRIDGE_LIB" "$ov/qemu-test/app/lib/libpcsclite.so.1"
-        cp "$USBPASS_BIN" "$ov/qemu-test/app/lib/usbpass"
+        cp "$app_usbpass" "$ov/qemu-test/app/lib/usbpass"
         [ -x "$BRIDGE_CLI" ] && cp "$BRIDGE_CLI" "$ov/qemu-test/app/bin/pcsc-bridge"
-        log "app: $(basename "$(dirname "$(dirname "$BRIDGE_LIB")")")/$(basename "$BRIDGE_LIB") as libpcsclite.so.1, usbpass beside it"
+        log "app: ${BRIDGE_LIB#"$ROOT"/} as libpcsclite.so.1, ${app_usbpass#"$ROOT"/} beside it"
     fi
     if [ -n "$USBPASS_BIN" ] && [[ $PHASES =~ usbpass|sbx ]]; then
         mkdir -p "$ov/qemu-test/usbpass/lib"
@@ -863,24 +866,32 @@ def c_unplug():
     expect(bytes([0, 0xA4, 4, 0, 7]) + AID, FCI + b"\x90\x00")
     return "PnP %d ms after device_del; the other reader still answers" % ms
 
+def transmit_in_background(apdu):
+    """SCardTransmit in a thread; returns wait(timeout) -> (hr, response, when it returned) or None."""
+    got = {}
+    def send():
+        got["r"] = SCardTransmit(st["card"], st["proto"], list(apdu))
+        got["t"] = time.monotonic()
+    th = threading.Thread(target=send)
+    th.start()
+    def wait(timeout):
+        th.join(timeout)
+        return (got["r"][0], got["r"][1], got["t"]) if "r" in got else None
+    return wait
+
 def c_pull():
     r = ctl("delay 4000")
     if not r.startswith("ok"):
         raise Fail("vscard delay: " + r)
-    got = {}
-    def send():
-        got["r"] = SCardTransmit(st["card"], st["proto"], list(bytes([0, 0xA4, 4, 0, 7]) + AID))
-        got["t"] = time.monotonic()
-    th = threading.Thread(target=send)
-    th.start()
+    wait = transmit_in_background(bytes([0, 0xA4, 4, 0, 7]) + AID)
     time.sleep(1.0)
     t0 = time.monotonic()
     qmp("device_del", id="ccid0")
-    th.join(25)
-    if "r" not in got:
+    done = wait(25)
+    if done is None:
         raise Fail("SCardTransmit still blocked 25 s after the reader was pulled")
-    hr, resp = got["r"]
-    ms = int((got["t"] - t0) * 1000)
+    hr, resp, t_end = done
+    ms = int((t_end - t0) * 1000)
     allowed = (SCARD_E_READER_UNAVAILABLE, SCARD_W_REMOVED_CARD, SCARD_E_NO_SMARTCARD)
     if hr not in allowed:
         raise Fail("transmit during the pull: %s, response %s, %d ms after device_del" % (err(hr), hexs(resp), ms))
@@ -946,22 +957,17 @@ def c_py_pull_card():
         raise Fail("vscard delay: " + r)
     t_hold = time.monotonic()
     try:
-        got = {}
-        def send():
-            got["r"] = SCardTransmit(st["card"], st["proto"], list(bytes([0, 0xA4, 4, 0, 7]) + AID))
-            got["t"] = time.monotonic()
-        th = threading.Thread(target=send)
-        th.start()
+        wait = transmit_in_background(bytes([0, 0xA4, 4, 0, 7]) + AID)
         time.sleep(0.5)
         t0 = time.monotonic()
         r = ctl("remove")
         if not r.startswith("ok"):
             raise Fail("vscard remove: " + r)
-        th.join(20)
-        if "r" not in got:
+        done = wait(20)
+        if done is None:
             raise Fail("SCardTransmit still blocked 20 s after the card was pulled")
-        hr, resp = got["r"]
-        ms = int((got["t"] - t0) * 1000)
+        hr, resp, t_end = done
+        ms = int((t_end - t0) * 1000)
         what = "%s %s" % (err(hr), hexs(resp)) if hr == SCARD_S_SUCCESS else err(hr)
         if hr not in (SCARD_W_REMOVED_CARD, SCARD_E_NO_SMARTCARD):
             raise Fail("transmit during the pull: %s, %d ms after the card was pulled" % (what, ms))

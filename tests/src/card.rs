@@ -442,9 +442,76 @@ impl Card {
     }
 }
 
+/// Command APDUs for this card and the responses it gives, for the tests of the layers below it
+/// (drivers, simulated readers): one copy for every test file.
+pub mod cmd {
+    use super::{file_byte, FCI};
+
+    /// SELECT by name of [`super::AID`]; the answer is [`select_ok`].
+    pub const SELECT: [u8; 12] = [0x00, 0xA4, 0x04, 0x00, 0x07, 0xA0, 0x00, 0x00, 0x05, 0x27, 0x21, 0x01];
+    /// The same SELECT with P2 = `0C` (no FCI): the answer is `90 00`.
+    pub const SELECT_NO_FCI: [u8; 12] = [0x00, 0xA4, 0x04, 0x0C, 0x07, 0xA0, 0x00, 0x00, 0x05, 0x27, 0x21, 0x01];
+
+    /// The answer to [`SELECT`]: [`FCI`] + `90 00`.
+    pub fn select_ok() -> Vec<u8> {
+        let mut v = FCI.to_vec();
+        v.extend_from_slice(&[0x90, 0x00]);
+        v
+    }
+
+    /// ECHO (`80 01`) of `n` data bytes, short (n <= 255) or extended, with Le = 0: the command
+    /// and the answer (the data + `90 00`).
+    pub fn echo(n: usize, extended: bool) -> (Vec<u8>, Vec<u8>) {
+        let data: Vec<u8> = (0..n).map(|i| (i * 7 + 3) as u8).collect();
+        let mut apdu = vec![0x80, 0x01, 0x00, 0x00];
+        if extended {
+            apdu.push(0);
+            apdu.extend_from_slice(&(n as u16).to_be_bytes());
+            apdu.extend_from_slice(&data);
+            apdu.extend_from_slice(&[0, 0]);
+        } else {
+            apdu.push(n as u8);
+            apdu.extend_from_slice(&data);
+            apdu.push(0);
+        }
+        let mut resp = data;
+        resp.extend_from_slice(&[0x90, 0x00]);
+        (apdu, resp)
+    }
+
+    /// PATTERN (`80 02`) of `n` bytes with an extended Le: the command and the answer.
+    pub fn pattern_ext(n: u16) -> (Vec<u8>, Vec<u8>) {
+        let [hi, lo] = n.to_be_bytes();
+        let apdu = vec![0x80, 0x02, hi, lo, 0x00, 0x00, 0x00];
+        let mut resp: Vec<u8> = (0..n as usize).map(file_byte).collect();
+        resp.extend_from_slice(&[0x90, 0x00]);
+        (apdu, resp)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn command_builders_match_the_card() {
+        let mut c = Card::new();
+        let mut out = Vec::new();
+        let mut run = |apdu: &[u8]| {
+            out.clear();
+            c.process(apdu, &mut out);
+            out.clone()
+        };
+        assert_eq!(cmd::SELECT[5..], AID);
+        assert_eq!(run(&cmd::SELECT), cmd::select_ok());
+        assert_eq!(run(&cmd::SELECT_NO_FCI), [0x90, 0x00]);
+        for (n, ext) in [(1, false), (5, false), (255, false), (300, true)] {
+            let (apdu, resp) = cmd::echo(n, ext);
+            assert_eq!(run(&apdu), resp, "echo {n}");
+        }
+        let (apdu, resp) = cmd::pattern_ext(1000);
+        assert_eq!(run(&apdu), resp);
+    }
 
     fn sw_of(r: &[u8]) -> u16 {
         u16::from_be_bytes([r[r.len() - 2], r[r.len() - 1]])

@@ -10,6 +10,10 @@
 //! | TPDU, T=0 | [`super::t0`]: pass-through by default |
 //! | character | refused ([`ExchangeError::UnsupportedLevel`]) |
 //!
+//! [`Slot::secure`] (PIN entry on a pinpad) is one `PC_to_RDR_Secure` at every level except
+//! TPDU with T=1, where the reader builds an I-block for us: the T=1 engine fills in its
+//! prologue and reads the card's block(s) back (ccid.md §3.5, §7.3).
+//!
 //! [`Slot::connect`] reproduces pcscd's protocol choice (`PHSetProtocol`: T=1 first, fall back
 //! to the card's default protocol when the driver says "protocol not supported") over libccid's
 //! `IFDHSetProtocolParameters` ([`Slot::set_protocol`]).
@@ -21,6 +25,7 @@ use super::message::{
     DataBlock, ErrorCode, Escape, GetSlotStatus, IccPowerOff, IccPowerOn, IccStatus, PowerSelect, ProtocolParams,
     Secure, SetParameters, Status, T0Params, T1Params, XfrBlock,
 };
+use super::quirks::{self, Quirks};
 use super::t0::{self, T0Error, T0Options};
 use super::t1::{BlockXfer, Edc, T1Error, XferError, T1};
 use super::transport::Transport;
@@ -52,6 +57,8 @@ pub struct ExchangeOptions {
     pub data_rates: Vec<u32>,
     /// Added to every ATR-derived read timeout.
     pub slack: Duration,
+    /// The reader's special cases (power-on, protocol setup, timeouts, transmit, presence).
+    pub quirks: Quirks,
 }
 
 impl Default for ExchangeOptions {
@@ -61,6 +68,7 @@ impl Default for ExchangeOptions {
             start_voltage: PowerSelect::V5,
             data_rates: Vec::new(),
             slack: Duration::from_secs(1),
+            quirks: Quirks::default(),
         }
     }
 }
@@ -98,6 +106,9 @@ pub enum ExchangeError {
     ResponseTooLong,
     /// An empty command.
     EmptyCommand,
+    /// A `PC_to_RDR_Secure` payload whose `bTeoPrologue` cannot be located (a PIN operation
+    /// other than verify/modify, or too short to hold the prologue and an APDU).
+    SecurePayload,
 }
 
 impl ExchangeError {
@@ -119,9 +130,10 @@ impl ExchangeError {
             ExchangeError::Ifsd(_) => Rv::W_UNRESPONSIVE_CARD,
             ExchangeError::T1(T1Error::Fatal(c)) | ExchangeError::T0(T0Error::Ccid(c)) => c.rv(Op::Transmit),
             ExchangeError::T1(_) | ExchangeError::T0(_) => Rv::E_NOT_TRANSACTED,
-            ExchangeError::CommandTooLong { .. } | ExchangeError::ResponseTooLong | ExchangeError::EmptyCommand => {
-                Rv::E_NOT_TRANSACTED
-            }
+            ExchangeError::CommandTooLong { .. }
+            | ExchangeError::ResponseTooLong
+            | ExchangeError::EmptyCommand
+            | ExchangeError::SecurePayload => Rv::E_NOT_TRANSACTED,
         }
     }
 }
@@ -149,6 +161,7 @@ impl fmt::Display for ExchangeError {
             ExchangeError::CommandTooLong { len, max } => write!(f, "{len}-byte command exceeds the reader's {max}"),
             ExchangeError::ResponseTooLong => f.write_str("response too long"),
             ExchangeError::EmptyCommand => f.write_str("empty command"),
+            ExchangeError::SecurePayload => f.write_str("PIN command without room for the T=1 prologue"),
         }
     }
 }
@@ -186,6 +199,8 @@ pub struct Slot<T: Transport> {
     slot: u8,
     opts: ExchangeOptions,
     card: Option<CardState>,
+    /// Whether the last power-on worked (presence of readers that always report a card).
+    powered_up: bool,
 }
 
 impl<T: Transport> fmt::Debug for Slot<T> {
@@ -213,7 +228,7 @@ impl<T: Transport> Slot<T> {
             Some(l @ (ExchangeLevel::Tpdu | ExchangeLevel::ShortApdu | ExchangeLevel::ExtendedApdu)) => l,
             other => return Err(ExchangeError::UnsupportedLevel(other)),
         };
-        Ok(Slot { ccid, desc, level, slot, opts, card: None })
+        Ok(Slot { ccid, desc, level, slot, opts, card: None, powered_up: true })
     }
 
     /// The message size the driver uses for a reader: `dwMaxCCIDMessageLength`, except that
@@ -262,7 +277,11 @@ impl<T: Transport> Slot<T> {
     /// GetSlotStatus. A failed reply with a status (`ICC_MUTE` on an empty slot) is a status,
     /// not an error.
     pub fn status(&mut self) -> Result<IccStatus, ExchangeError> {
-        match self.ccid.transact(self.slot, &GetSlotStatus, device::DEFAULT_TIMEOUT) {
+        self.status_within(device::DEFAULT_TIMEOUT)
+    }
+
+    fn status_within(&mut self, timeout: Duration) -> Result<IccStatus, ExchangeError> {
+        match self.ccid.transact(self.slot, &GetSlotStatus, timeout) {
             Ok(s) => Ok(s.status.icc()),
             Err(CcidError::Failed { status, .. }) if status.error == ErrorCode::ICC_MUTE => Ok(status.icc()),
             Err(source) => Err(ExchangeError::Ccid { op: Op::Status, source }),
@@ -272,7 +291,21 @@ impl<T: Transport> Slot<T> {
     /// Card presence the way libccid reports it to pcscd (ccid.md §6.1): a card we powered that
     /// is now present but inactive was swapped between two polls, and reads as absent once.
     pub fn presence(&mut self) -> Result<bool, ExchangeError> {
-        let st = match self.status() {
+        self.presence_within(device::DEFAULT_TIMEOUT)
+    }
+
+    /// [`Slot::presence`] for the first look at a reader being opened, which some readers
+    /// answer slowly ([`Quirks::open_timeout`]).
+    pub fn presence_at_open(&mut self) -> Result<bool, ExchangeError> {
+        self.presence_within(self.opts.quirks.open_timeout())
+    }
+
+    fn presence_within(&mut self, timeout: Duration) -> Result<bool, ExchangeError> {
+        if self.opts.quirks.presence_from_power_on {
+            // The reader always reports a card (GemCore SIM Pro, ccid/quirks.rs group I).
+            return Ok(self.powered_up);
+        }
+        let st = match self.status_within(timeout) {
             Ok(s) => s,
             Err(e) => {
                 if matches!(&e, ExchangeError::Ccid { source, .. } if source.is_reader_gone()) {
@@ -331,10 +364,34 @@ impl<T: Transport> Slot<T> {
     /// Power the card up (IccPowerOn through the voltage sequence) and keep its ATR. Any
     /// protocol state of a previous power-up is dropped (this is also the reset).
     pub fn power_on(&mut self) -> Result<Vec<u8>, ExchangeError> {
+        let result = self.power_up();
+        self.powered_up = result.is_ok();
+        result
+    }
+
+    fn power_up(&mut self) -> Result<Vec<u8>, ExchangeError> {
         self.card = None;
+        let quirks = &self.opts.quirks;
+        let (power_off_first, mut iso_retry, timeout) =
+            (quirks.power_off_first, quirks.iso_mode_escape, quirks.command_timeout());
+        if power_off_first {
+            // Kobil IDToken (ccid/quirks.rs group D).
+            self.ccid
+                .transact(self.slot, &IccPowerOff, timeout)
+                .map_err(|source| ExchangeError::Ccid { op: Op::PowerOn, source })?;
+        }
         let mut last = None;
         for v in self.voltage_sequence() {
-            match self.ccid.transact(self.slot, &IccPowerOn { power: v }, device::POWER_ON_TIMEOUT) {
+            let mut attempt = self.ccid.transact(self.slot, &IccPowerOn { power: v }, device::POWER_ON_TIMEOUT);
+            if iso_retry && attempt.as_ref().is_err_and(|e| self.opts.quirks.wants_iso_mode(e)) {
+                // A GemPC 433 / Cherry XX33 in EMV mode: ISO mode, once more (ccid/quirks.rs group D).
+                iso_retry = false;
+                self.ccid
+                    .transact(self.slot, &Escape { data: &quirks::ISO_MODE }, timeout)
+                    .map_err(|source| ExchangeError::Ccid { op: Op::PowerOn, source })?;
+                attempt = self.ccid.transact(self.slot, &IccPowerOn { power: v }, device::POWER_ON_TIMEOUT);
+            }
+            match attempt {
                 Ok(DataBlock { mut data, .. }) => {
                     data.truncate(atr::MAX_ATR_LEN);
                     let parsed = Atr::parse(&data);
@@ -368,7 +425,7 @@ impl<T: Transport> Slot<T> {
     pub fn power_off(&mut self) -> Result<(), ExchangeError> {
         self.card = None;
         self.ccid
-            .transact(self.slot, &IccPowerOff, device::DEFAULT_TIMEOUT)
+            .transact(self.slot, &IccPowerOff, self.opts.quirks.command_timeout())
             .map(|_| ())
             .map_err(|source| ExchangeError::Ccid { op: Op::Control, source })
     }
@@ -384,15 +441,50 @@ impl<T: Transport> Slot<T> {
     /// PC_to_RDR_Secure (PIN verification or modification on a pinpad; `data` starts with
     /// bPINOperation). A failed `PIN_TIMEOUT` / `PIN_CANCELLED` becomes the fake response
     /// `64 00` / `64 01`, as libccid (ccid.md §7.3).
+    ///
+    /// At the TPDU level with T=1 the reader sends the card one I-block made of the structure's
+    /// `bTeoPrologue`, the APDU with the PIN inserted and an EDC, and returns the card's block:
+    /// the prologue comes from the T=1 engine ([`T1::secure_prologue`], overwriting whatever
+    /// the caller put there) and the answer goes back through it ([`T1::secure_answer`]), which
+    /// keeps N(S)/N(R) in step with the card for the next transmit.
     pub fn secure(&mut self, data: &[u8], timeout: Duration) -> Result<Vec<u8>, ExchangeError> {
-        if self.card.is_none() {
-            return Err(ExchangeError::NotPowered);
-        }
-        match self.ccid.transact(self.slot, &Secure { bwi: 0, level: 0, data }, timeout) {
+        let card = self.card.as_mut().ok_or(ExchangeError::NotPowered)?;
+        let t1 = match (self.level, card.protocol) {
+            (ExchangeLevel::Tpdu, Some(Protocol::T1)) => Some(card.t1.as_mut().ok_or(ExchangeError::NotConnected)?),
+            _ => None,
+        };
+        let Some(t1) = t1 else {
+            return match self.ccid.transact(self.slot, &Secure { bwi: 0, level: 0, data }, timeout) {
+                Ok(r) => Ok(r.data),
+                Err(e) => Self::pin_entry_failed(e),
+            };
+        };
+        let at = teo_prologue_offset(data).ok_or(ExchangeError::SecurePayload)?;
+        let prologue = t1.secure_prologue(data.len() - at - 3).map_err(ExchangeError::T1)?;
+        let mut payload = data.to_vec();
+        payload[at..at + 3].copy_from_slice(&prologue);
+        let first = match self.ccid.transact(self.slot, &Secure { bwi: 0, level: 0, data: &payload }, timeout) {
+            // The fake answers are never a block (4 bytes at least); a reader that sends them as
+            // data (libccid tests for them too) did not reach the card.
+            Ok(r) if r.data == [0x64, 0x00] || r.data == [0x64, 0x01] => return Ok(r.data),
             Ok(r) => Ok(r.data),
-            Err(CcidError::Failed { status, .. }) if status.error == ErrorCode::PIN_TIMEOUT => Ok(vec![0x64, 0x00]),
-            Err(CcidError::Failed { status, .. }) if status.error == ErrorCode::PIN_CANCELLED => Ok(vec![0x64, 0x01]),
-            Err(source) => Err(ExchangeError::Ccid { op: Op::Control, source }),
+            Err(e) if e.is_parity_error() => Err(XferError::Parity),
+            Err(e) if e.is_mute() => Err(XferError::Mute),
+            // No block reached the card (PIN entry failed) or the command itself failed: the
+            // sequence numbers stay as they were (libccid restores them here).
+            Err(e) => return Self::pin_entry_failed(e),
+        };
+        let card_timeout = card.timeout;
+        let mut x = CcidBlocks { ccid: &mut self.ccid, slot: self.slot, timeout: card_timeout };
+        t1.secure_answer(&mut x, first).map_err(ExchangeError::T1)
+    }
+
+    /// A failed Secure: the pinpad's timeout and cancel become the fake answers.
+    fn pin_entry_failed(e: CcidError) -> Result<Vec<u8>, ExchangeError> {
+        match e {
+            CcidError::Failed { status, .. } if status.error == ErrorCode::PIN_TIMEOUT => Ok(vec![0x64, 0x00]),
+            CcidError::Failed { status, .. } if status.error == ErrorCode::PIN_CANCELLED => Ok(vec![0x64, 0x01]),
+            source => Err(ExchangeError::Ccid { op: Op::Control, source }),
         }
     }
 
@@ -430,7 +522,7 @@ impl<T: Transport> Slot<T> {
     /// Set up `protocol` with the powered card, as libccid's `IFDHSetProtocolParameters`.
     /// [`ExchangeError::Atr`] and [`ExchangeError::ProtocolNotSupported`] are its "protocol not
     /// supported"; a SetParameters refused with `bError 0` is "command not supported".
-    pub fn set_protocol(&mut self, protocol: Protocol) -> Result<Protocol, ExchangeError> {
+    pub fn set_protocol(&mut self, mut protocol: Protocol) -> Result<Protocol, ExchangeError> {
         let card = self.card.as_ref().ok_or(ExchangeError::NotPowered)?;
         let atr = card.parsed.clone().map_err(ExchangeError::Atr)?;
         let offered_by_reader = match protocol {
@@ -451,10 +543,13 @@ impl<T: Transport> Slot<T> {
             let mut fi_di = self.pps1(&atr)?.unwrap_or(0x11);
             let default = atr.default_protocol();
             let host_pps = !features.auto_pps() && sm.is_none() && (default != Some(protocol) || fi_di != 0x11);
-            if host_pps {
+            if host_pps && self.opts.quirks.no_pps {
+                // O2Micro OZ776 (ccid/quirks.rs group E): the card stays in its default protocol.
+                protocol = default.unwrap_or(protocol);
+            } else if host_pps {
                 let pps1 = (fi_di != 0x11).then_some(fi_di);
                 let req = atr::pps_request(protocol, pps1);
-                let timeout = device::DEFAULT_TIMEOUT;
+                let timeout = self.opts.quirks.command_timeout();
                 let answer = self
                     .ccid
                     .transact(self.slot, &XfrBlock { bwi: 0, level: 0, data: &req }, timeout)
@@ -483,10 +578,21 @@ impl<T: Transport> Slot<T> {
                     nad: 0,
                 }),
             };
-            match self.ccid.transact(self.slot, &SetParameters::new(params), device::DEFAULT_TIMEOUT) {
+            match self.ccid.transact(self.slot, &SetParameters::new(params), self.opts.quirks.command_timeout()) {
                 Ok(_) => {}
                 Err(CcidError::Failed { status, .. }) if status.error_code().bad_offset().is_some() => {
                     tracing::debug!(?status, "SetParameters: parameter not changeable, carrying on");
+                }
+                Err(e) if protocol == Protocol::T1 && self.opts.quirks.reset_after_refused_set_parameters => {
+                    // Alcor AU9540 (ccid/quirks.rs group E): two resets, then on without it.
+                    tracing::debug!(error = %e, "SetParameters refused: resetting the card twice");
+                    let refused = match e {
+                        CcidError::Failed { status, .. } => ExchangeError::SetParameters(status),
+                        source => ExchangeError::Ccid { op: Op::SetProtocol, source },
+                    };
+                    for _ in 0..2 {
+                        self.power_on().map_err(|_| refused.clone())?;
+                    }
                 }
                 Err(CcidError::Failed { status, .. }) => return Err(ExchangeError::SetParameters(status)),
                 Err(source) => return Err(ExchangeError::Ccid { op: Op::SetProtocol, source }),
@@ -498,7 +604,11 @@ impl<T: Transport> Slot<T> {
 
     /// Timeouts and, at the TPDU level with T=1, the block engine and the IFSD request.
     fn activate(&mut self, atr: &Atr, protocol: Protocol) -> Result<(), ExchangeError> {
-        let timeout = atr.timeout(protocol, self.desc.default_clock).saturating_add(self.opts.slack);
+        let mut timeout = atr.timeout(protocol, self.desc.default_clock).saturating_add(self.opts.slack);
+        if protocol == Protocol::T1 {
+            // Thales eToken Fusion NFC (ccid/quirks.rs group E): on-board key generation.
+            timeout = timeout.saturating_add(self.opts.quirks.extra_t1_timeout);
+        }
         let mut t1 = None;
         if self.level == ExchangeLevel::Tpdu && protocol == Protocol::T1 {
             let mut engine = T1::new(atr.ifsc(), if atr.t1_uses_crc() { Edc::Crc } else { Edc::Lrc });
@@ -575,7 +685,11 @@ impl<T: Transport> Slot<T> {
             return Err(ExchangeError::EmptyCommand);
         }
         let card = self.card.as_mut().ok_or(ExchangeError::NotPowered)?;
-        let timeout = card.timeout;
+        if let Some(answer) = self.opts.quirks.driver_answer(apdu) {
+            // Kobil IDToken (ccid/quirks.rs group G): the driver answers, not the card.
+            return Ok(answer);
+        }
+        let timeout = quirks::transmit_timeout(apdu, card.timeout);
         match self.level {
             ExchangeLevel::Tpdu => match card.protocol {
                 Some(Protocol::T1) => {
@@ -644,6 +758,24 @@ impl<T: Transport> Slot<T> {
         }
         Ok(resp)
     }
+}
+
+/// Where `bTeoPrologue` sits in a `PC_to_RDR_Secure` payload (ccid.md §7.3): after
+/// bPINOperation, bTimerOut, bmFormatString, bmPINBlockString, bmPINLengthFormat,
+/// wPINMaxExtraDigit, bEntryValidationCondition, bNumberMessage, wLangId and bMsgIndex for a
+/// verification (offset 12); a modification has bInsertionOffsetOld/New and bConfirmPIN too,
+/// and bMsgIndex2/3 only when bNumberMessage asks for them (offset 15 to 17). `None` for other
+/// PIN operations or a payload with no APDU after the prologue.
+pub fn teo_prologue_offset(payload: &[u8]) -> Option<usize> {
+    let at = match payload.first()? {
+        0x00 => 12,
+        0x01 => {
+            let messages = *payload.get(11)?;
+            15 + usize::from(messages != 0) + usize::from(messages >= 3)
+        }
+        _ => return None,
+    };
+    (payload.len() > at + 3).then_some(at)
 }
 
 /// T=1 blocks over XfrBlock: `bBWI` carries the WTX multiplier, which also stretches the read.

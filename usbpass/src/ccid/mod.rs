@@ -14,7 +14,9 @@
 //!  descriptor.rs the 54-byte class descriptor, dwFeatures → exchange level
 //!  transport.rs  trait Transport (bulk OUT/IN, interrupt IN, class requests, clear halt)
 //!                ├─ sim.rs  simulated readers + cards + fault injection (tests, feature "sim")
-//!                └─ usb.rs  rusb (vendored libusb): discovery of class-0x0B interfaces, claim
+//!                ├─ usb.rs  rusb (vendored libusb): discovery of class-0x0B interfaces, claim
+//!                └─ iccd.rs ICCD tokens (control pipe): an adapter that answers the driver's
+//!                           CCID messages with class requests (+ iccd/sim.rs, a simulated token)
 //! ```
 //!
 //! Everything that reads device bytes uses checked reads; nothing here panics on input.
@@ -29,7 +31,9 @@ mod bytes;
 pub mod descriptor;
 pub mod device;
 pub mod exchange;
+pub mod iccd;
 pub mod message;
+pub mod quirks;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub mod t0;

@@ -9,6 +9,12 @@
 //!   RESPONSE, optional strict Le (`6Cxx`).
 //! * **short APDU** and **extended APDU**: APDUs to the card, `wLevelParameter` command chaining
 //!   and `bChainParameter` response chaining; optionally a short-APDU reader that chains anyway.
+//! * **pinpad** (a descriptor with `bPINSupport`, e.g. [`profiles::tpdu_pinpad`]):
+//!   `PC_to_RDR_Secure` verify/modify with what the user types ([`SimReader::pinpad`],
+//!   [`PinEntry`]) inserted into the APDU per the structure (ASCII, BCD or binary digits,
+//!   justification, PIN block size, PIN length field); at the TPDU level with T=1 the reader
+//!   sends the card one I-block made of `bTeoPrologue`, the APDU and the EDC, and returns the
+//!   card's block, so the card-side engine checks the host's N(S) and LEN; the T=1 faults apply.
 //! * **QEMU 7.2** ([`SimReader::qemu`]): its descriptor, APDU pass-through at the TPDU level,
 //!   384-byte answer limit (larger answers vanish), failed SlotStatus for Escape/Secure, stalled
 //!   ABORT request.
@@ -85,6 +91,19 @@ pub enum Fault {
     CardIfs(u8),
 }
 
+/// What the user does at a simulated pinpad on `PC_to_RDR_Secure`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PinEntry {
+    /// Types `pin` (ASCII digits) and OK; for a modification `pin` is the current PIN and `new`
+    /// the new one (typed again when the structure asks for a confirmation).
+    Types { pin: Vec<u8>, new: Vec<u8> },
+    /// Nobody types: the reader gives up with `PIN_TIMEOUT` (also when the typed PIN is outside
+    /// the structure's minimum/maximum length: the reader never accepts it).
+    Timeout,
+    /// The user presses Cancel: `PIN_CANCELLED`.
+    Cancel,
+}
+
 /// Reader behaviour switches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Quirks {
@@ -108,6 +127,10 @@ pub struct Quirks {
     pub pps_reject: bool,
     /// The only voltage the card powers up with (`None`: any).
     pub voltage: Option<PowerSelect>,
+    /// Escape answers by command (other escapes are echoed; QEMU refuses them all).
+    pub escape_answers: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The next power-ons fail with these bError values, in order (`BB`: a reader in EMV mode).
+    pub power_on_errors: Vec<u8>,
 }
 
 impl Default for Quirks {
@@ -123,6 +146,8 @@ impl Default for Quirks {
             set_parameters_error: None,
             pps_reject: false,
             voltage: None,
+            escape_answers: Vec::new(),
+            power_on_errors: Vec::new(),
         }
     }
 }
@@ -143,6 +168,9 @@ pub struct SimLog {
     pub halts: Vec<Endpoint>,
     /// APDUs the card processed.
     pub apdus: Vec<Vec<u8>>,
+    /// The I-blocks a T=1 pinpad built for `PC_to_RDR_Secure` (prologue from the host, APDU
+    /// with the PIN, EDC), as sent to the card.
+    pub pin_blocks: Vec<Vec<u8>>,
 }
 
 /// Card side of T=1.
@@ -367,6 +395,9 @@ pub struct SimReader {
     pub desc: CcidDescriptor,
     pub quirks: Quirks,
     pub log: SimLog,
+    /// What the user does on the next `PC_to_RDR_Secure` (pinpad readers; default: nothing,
+    /// [`PinEntry::Timeout`]).
+    pub pinpad: PinEntry,
     card: Option<Box<dyn SimCard>>,
     atr: Vec<u8>,
     powered: bool,
@@ -421,6 +452,11 @@ pub mod profiles {
         base(0x0001_0230, 271, 3)
     }
 
+    /// [`tpdu`] with a pinpad (verify and modify in `bPINSupport`), like a GemPC Pinpad.
+    pub fn tpdu_pinpad() -> CcidDescriptor {
+        CcidDescriptor { pin_support: PinSupport(3), ..tpdu() }
+    }
+
     /// A Cherry XX44-like short-APDU reader: automatic voltage and PPS, host SetParameters.
     pub fn short_apdu() -> CcidDescriptor {
         base(0x0002_07B8, 271, 3)
@@ -458,6 +494,7 @@ impl SimReader {
             desc,
             quirks: Quirks::default(),
             log: SimLog::default(),
+            pinpad: PinEntry::Timeout,
             card: Some(card),
             atr: atr.to_vec(),
             powered: false,
@@ -598,6 +635,12 @@ impl SimReader {
                         vec![],
                     ));
                 }
+                if !self.quirks.power_on_errors.is_empty() {
+                    let error = self.quirks.power_on_errors.remove(0);
+                    self.powered = false;
+                    let st = status(IccStatus::Inactive, CommandStatus::Failed, error);
+                    return Some(self.data_block(slot, seq, st, 0, vec![]));
+                }
                 if let Some(v) = self.quirks.voltage {
                     if !qemu && p.power != PowerSelect::Auto && p.power != v {
                         self.powered = false;
@@ -669,9 +712,14 @@ impl SimReader {
                 v
             }
             AnyCommand::Escape(e) if !qemu => {
+                let answer = self.quirks.escape_answers.iter().find(|(cmd, _)| cmd == e.data);
+                let data = answer.map_or_else(|| e.data.to_vec(), |(_, a)| a.clone());
                 let mut v = Vec::new();
-                EscapeReply { status: ok, data: e.data.to_vec() }.emit(slot, seq, &mut v);
+                EscapeReply { status: ok, data }.emit(slot, seq, &mut v);
                 v
+            }
+            AnyCommand::Secure(c) if !qemu && self.desc.pin_support.0 != 0 => {
+                return self.secure(slot, seq, c.data, faults);
             }
             AnyCommand::Secure(_) if !qemu => {
                 self.data_block(slot, seq, status(self.icc(), CommandStatus::Failed, 0), 0, vec![])
@@ -722,32 +770,7 @@ impl SimReader {
                 }
                 self.pps_window = false;
                 if self.protocol == 1 {
-                    for f in faults {
-                        match f {
-                            Fault::CardWtx(m) => self.t1.pending_wtx = Some(*m),
-                            Fault::CardIfs(v) => self.t1.pending_ifs = Some(*v),
-                            _ => {}
-                        }
-                    }
-                    if faults.contains(&Fault::Parity) {
-                        return Some(self.data_block(slot, seq, failed(ErrorCode::XFR_PARITY_ERROR), 0, vec![]));
-                    }
-                    if faults.contains(&Fault::LoseCommand) {
-                        return Some(self.data_block(slot, seq, failed(ErrorCode::ICC_MUTE), 0, vec![]));
-                    }
-                    let mut reply = match self.card.as_deref_mut() {
-                        Some(card) => self.t1.on_block(data, card, &mut self.log.apdus),
-                        None => return None,
-                    };
-                    if faults.contains(&Fault::LoseReply) {
-                        return Some(self.data_block(slot, seq, failed(ErrorCode::ICC_MUTE), 0, vec![]));
-                    }
-                    if faults.contains(&Fault::CorruptReply) {
-                        if let Some(b) = reply.last_mut() {
-                            *b ^= 0x5A;
-                        }
-                    }
-                    Some(self.data_block(slot, seq, ok, 0, reply))
+                    self.t1_block(slot, seq, data, faults)
                 } else {
                     let reply = match self.card.as_deref_mut() {
                         Some(card) => self.t0.on_tpdu(data, card, &mut self.log.apdus),
@@ -795,6 +818,82 @@ impl SimReader {
                 _ => Some(self.data_block(slot, seq, failed(8), 0, vec![])),
             },
             ExchangeLevel::Character => Some(self.data_block(slot, seq, failed(0), 0, vec![])),
+        }
+    }
+
+    /// One T=1 block to the card and its block back, with the T=1 faults.
+    fn t1_block(&mut self, slot: u8, seq: u8, data: &[u8], faults: &[Fault]) -> Option<Vec<u8>> {
+        let ok = status(IccStatus::Active, CommandStatus::Ok, 0);
+        let failed = |e| status(IccStatus::Active, CommandStatus::Failed, e);
+        for f in faults {
+            match f {
+                Fault::CardWtx(m) => self.t1.pending_wtx = Some(*m),
+                Fault::CardIfs(v) => self.t1.pending_ifs = Some(*v),
+                _ => {}
+            }
+        }
+        if faults.contains(&Fault::Parity) {
+            return Some(self.data_block(slot, seq, failed(ErrorCode::XFR_PARITY_ERROR), 0, vec![]));
+        }
+        if faults.contains(&Fault::LoseCommand) {
+            return Some(self.data_block(slot, seq, failed(ErrorCode::ICC_MUTE), 0, vec![]));
+        }
+        let mut reply = match self.card.as_deref_mut() {
+            Some(card) => self.t1.on_block(data, card, &mut self.log.apdus),
+            None => return None,
+        };
+        if faults.contains(&Fault::LoseReply) {
+            return Some(self.data_block(slot, seq, failed(ErrorCode::ICC_MUTE), 0, vec![]));
+        }
+        if faults.contains(&Fault::CorruptReply) {
+            if let Some(b) = reply.last_mut() {
+                *b ^= 0x5A;
+            }
+        }
+        Some(self.data_block(slot, seq, ok, 0, reply))
+    }
+
+    /// PC_to_RDR_Secure on a pinpad reader: the user's entry goes into the APDU, which goes to
+    /// the card the way the exchange level carries APDUs (at the TPDU level with T=1: one
+    /// I-block whose prologue is the host's `bTeoPrologue`, checked by the card like any block).
+    fn secure(&mut self, slot: u8, seq: u8, data: &[u8], faults: &[Fault]) -> Option<Vec<u8>> {
+        let failed = |icc, e| status(icc, CommandStatus::Failed, e);
+        if self.card.is_none() || !self.powered {
+            return Some(self.data_block(slot, seq, failed(self.icc(), ErrorCode::ICC_MUTE), 0, vec![]));
+        }
+        let cmd = match PinCommand::parse(data) {
+            Ok(c) => c,
+            Err(offset) => return Some(self.data_block(slot, seq, failed(self.icc(), offset), 0, vec![])),
+        };
+        let apdu = match cmd.apdu_with(&self.pinpad) {
+            Ok(a) => a,
+            Err(e) => return Some(self.data_block(slot, seq, failed(self.icc(), e), 0, vec![])),
+        };
+        let ok = status(IccStatus::Active, CommandStatus::Ok, 0);
+        match self.desc.level() {
+            Some(ExchangeLevel::Tpdu) if self.protocol == 1 => {
+                let mut block = cmd.prologue.to_vec();
+                block.extend_from_slice(&apdu);
+                let edc = match self.t1.edc {
+                    Edc::Lrc => vec![super::t1::lrc(&block)],
+                    Edc::Crc => super::t1::crc(&block).to_be_bytes().to_vec(),
+                };
+                block.extend_from_slice(&edc);
+                self.log.pin_blocks.push(block.clone());
+                self.t1_block(slot, seq, &block, faults)
+            }
+            Some(ExchangeLevel::Tpdu) => {
+                let reply = match self.card.as_deref_mut() {
+                    Some(card) => self.t0.on_tpdu(&apdu, card, &mut self.log.apdus),
+                    None => return None,
+                };
+                Some(self.data_block(slot, seq, ok, 0, reply))
+            }
+            Some(ExchangeLevel::ShortApdu | ExchangeLevel::ExtendedApdu) => {
+                let resp = self.run_apdu(&apdu);
+                Some(self.data_block(slot, seq, ok, 0, resp))
+            }
+            _ => Some(self.data_block(slot, seq, failed(self.icc(), 0), 0, vec![])),
         }
     }
 
@@ -944,6 +1043,142 @@ impl std::fmt::Debug for SimReader {
             .field("protocol", &self.protocol)
             .finish()
     }
+}
+
+/// The fields of a `PC_to_RDR_Secure` payload (ccid.md §7.3) the simulated pinpad uses.
+/// Failures are `bError` values: the message offset of the bad field, or the PIN entry's
+/// `PIN_TIMEOUT` / `PIN_CANCELLED`.
+#[derive(Debug, Clone)]
+struct PinCommand {
+    modify: bool,
+    /// bmFormatString: bit 7 position unit (bytes), bits 6-3 PIN position in the APDU data,
+    /// bit 2 right-justified, bits 1-0 digits as binary (0), BCD (1) or ASCII (2).
+    format: u8,
+    /// bmPINBlockString: bits 7-4 size of the PIN length field in bits, bits 3-0 PIN block
+    /// size in bytes (0: just the digits).
+    block: u8,
+    /// bmPINLengthFormat: bit 4 position unit (bytes), bits 3-0 position of the length field.
+    length_format: u8,
+    /// bInsertionOffsetOld / bInsertionOffsetNew (bytes, added to the positions above).
+    offsets: [u8; 2],
+    min: u8,
+    max: u8,
+    /// bConfirmPIN: bit 1 asks for the current PIN (the confirmation, bit 0, is always typed
+    /// the same here).
+    confirm: u8,
+    prologue: [u8; 3],
+    apdu: Vec<u8>,
+}
+
+/// Message offsets (10-byte header + payload index) of the fields a reader may blame.
+mod pin_field {
+    pub const OPERATION: u8 = 10;
+    pub const FORMAT: u8 = 12;
+    pub const BLOCK: u8 = 13;
+}
+
+impl PinCommand {
+    fn parse(d: &[u8]) -> Result<Self, u8> {
+        let (modify, at) = match d.first() {
+            Some(0) => (false, 12),
+            Some(1) => {
+                let n = *d.get(11).ok_or(pin_field::OPERATION)?;
+                (true, 15 + usize::from(n != 0) + usize::from(n >= 3))
+            }
+            _ => return Err(pin_field::OPERATION),
+        };
+        // The prologue, then at least an APDU header with Lc.
+        if d.len() < at + 3 + 5 {
+            return Err(pin_field::OPERATION + at as u8);
+        }
+        let (max, min) = if modify { (d[7], d[8]) } else { (d[5], d[6]) };
+        Ok(PinCommand {
+            modify,
+            format: d[2],
+            block: d[3],
+            length_format: d[4],
+            offsets: if modify { [d[5], d[6]] } else { [0, 0] },
+            min,
+            max,
+            confirm: if modify { d[9] } else { 0 },
+            prologue: [d[at], d[at + 1], d[at + 2]],
+            apdu: d[at + 3..].to_vec(),
+        })
+    }
+
+    /// The APDU with what the user typed.
+    fn apdu_with(&self, entry: &PinEntry) -> Result<Vec<u8>, u8> {
+        let (pin, new) = match entry {
+            PinEntry::Timeout => return Err(ErrorCode::PIN_TIMEOUT),
+            PinEntry::Cancel => return Err(ErrorCode::PIN_CANCELLED),
+            PinEntry::Types { pin, new } => (pin, new),
+        };
+        let mut apdu = self.apdu.clone();
+        let mut enter = |pin: &[u8], offset: u8| {
+            if pin.len() < usize::from(self.min) || (self.max != 0 && pin.len() > usize::from(self.max)) {
+                return Err(ErrorCode::PIN_TIMEOUT);
+            }
+            self.insert(&mut apdu, offset, pin)
+        };
+        if !self.modify {
+            enter(pin, 0)?;
+        } else {
+            if self.confirm & 0x02 != 0 {
+                enter(pin, self.offsets[0])?;
+            }
+            enter(new, self.offsets[1])?;
+        }
+        Ok(apdu)
+    }
+
+    /// Writes the digits of `pin` into the APDU's data field (after `CLA INS P1 P2 Lc`) at the
+    /// structure's position plus `offset` bytes, and its length where the structure says.
+    fn insert(&self, apdu: &mut [u8], offset: u8, pin: &[u8]) -> Result<(), u8> {
+        let kind = self.format & 0x03;
+        if kind == 3 || pin.iter().any(|c| !c.is_ascii_digit()) {
+            return Err(pin_field::FORMAT);
+        }
+        let unit = if kind == 1 { 4 } else { 8 };
+        let bits = |pos: u8, bytes: bool| 40 + 8 * usize::from(offset) + usize::from(pos) * if bytes { 8 } else { 1 };
+        let start = bits((self.format >> 3) & 0x0F, self.format & 0x80 != 0);
+        let used = pin.len() * unit;
+        let size = match self.block & 0x0F {
+            0 => used,
+            n => usize::from(n) * 8,
+        };
+        if used > size {
+            return Err(pin_field::BLOCK);
+        }
+        let first = if self.format & 0x04 != 0 { start + size - used } else { start };
+        for (i, c) in pin.iter().enumerate() {
+            let v = if kind == 2 { *c } else { c - b'0' };
+            set_bits(apdu, first + i * unit, unit, v.into()).ok_or(pin_field::BLOCK)?;
+        }
+        let length_bits = usize::from(self.block >> 4);
+        if length_bits > 0 {
+            let at = bits(self.length_format & 0x0F, self.length_format & 0x10 != 0);
+            set_bits(apdu, at, length_bits, pin.len() as u32).ok_or(pin_field::BLOCK)?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes the low `n` bits of `value`, most significant first, at bit `at` (bit 0 = the most
+/// significant bit of `buf[0]`). `None` when they do not fit.
+fn set_bits(buf: &mut [u8], at: usize, n: usize, value: u32) -> Option<()> {
+    if at + n > buf.len() * 8 {
+        return None;
+    }
+    for i in 0..n {
+        let bit = (value >> (n - 1 - i)) & 1 != 0;
+        let (byte, mask) = ((at + i) / 8, 0x80u8 >> ((at + i) % 8));
+        if bit {
+            buf[byte] |= mask;
+        } else {
+            buf[byte] &= !mask;
+        }
+    }
+    Some(())
 }
 
 /// A T=0 card whose ATR offers only T=0: the project's virtual card with another ATR is enough

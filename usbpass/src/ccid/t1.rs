@@ -16,7 +16,10 @@
 //! * card requests: S(WTX) answered and the multiplier handed to the next exchange (`bBWI`),
 //!   S(IFS) answered and IFSC changed, S(ABORT) answered; S(RESYNCH) from the card is not
 //!   allowed and makes us resynchronise;
-//! * host S(IFS request) to announce IFSD ([`T1::negotiate_ifsd`]).
+//! * host S(IFS request) to announce IFSD ([`T1::negotiate_ifsd`]);
+//! * PIN entry on a pinpad (`PC_to_RDR_Secure`), where the reader builds our I-block:
+//!   [`T1::secure_prologue`] gives its first three bytes, [`T1::secure_answer`] reads the card's
+//!   answer (ccid.md §3.5 "T=1 under PC_to_RDR_Secure", §7.3).
 
 use super::device::CcidError;
 use std::fmt;
@@ -253,6 +256,14 @@ pub enum T1Error {
     IfsdRefused,
     /// Transport failure (the channel is dead now).
     Fatal(CcidError),
+    /// A PIN command does not fit one I-block: the reader builds a single block (no chaining),
+    /// so the APDU must not exceed IFSC.
+    BlockTooLong { len: usize, ifsc: usize },
+    /// The card did not take the I-block the pinpad reader built (it asked for it again, or the
+    /// exchange did not recover and the channel was resynchronised). Only the reader had the
+    /// PIN, so the block cannot be repeated; the command's outcome is unknown to the card's user
+    /// but the sequence numbers are in step again.
+    PinBlockLost,
 }
 
 impl fmt::Display for T1Error {
@@ -263,6 +274,12 @@ impl fmt::Display for T1Error {
             T1Error::ResponseTooLong(n) => write!(f, "T=1 response longer than {n} bytes"),
             T1Error::IfsdRefused => f.write_str("card refused the IFSD request"),
             T1Error::Fatal(e) => write!(f, "T=1: {e}"),
+            T1Error::BlockTooLong { len, ifsc } => {
+                write!(f, "{len}-byte PIN command exceeds the card's IFSC ({ifsc}) and cannot be chained")
+            }
+            T1Error::PinBlockLost => {
+                f.write_str("the card did not take the reader's PIN block (it cannot be repeated)")
+            }
         }
     }
 }
@@ -430,25 +447,188 @@ impl T1 {
                     self.dead = true;
                     return Err(T1Error::ResponseTooLong(self.max_response));
                 }
-                Err(Outcome::Resync) => loop {
-                    if resyncs >= RESYNCS {
-                        self.dead = true;
-                        return Err(T1Error::Dead);
-                    }
-                    resyncs += 1;
-                    self.stats.resyncs += 1;
-                    match self.resynch(x) {
-                        Ok(true) => break,
-                        Ok(false) => continue,
-                        Err(e) => {
-                            self.dead = true;
-                            return Err(T1Error::Fatal(e));
-                        }
-                    }
-                },
+                Err(Outcome::Resync) => self.recover(x, &mut resyncs)?,
             }
             tracing::debug!("T=1 resynchronised: sending the command again");
         }
+    }
+
+    /// S(RESYNCH request) until the card confirms; `resyncs` counts the attempts of the current
+    /// command. When they run out, or the transport fails, the channel is dead.
+    fn recover<X: BlockXfer + ?Sized>(&mut self, x: &mut X, resyncs: &mut u32) -> Result<(), T1Error> {
+        loop {
+            if *resyncs >= RESYNCS {
+                self.dead = true;
+                return Err(T1Error::Dead);
+            }
+            *resyncs += 1;
+            self.stats.resyncs += 1;
+            match self.resynch(x) {
+                Ok(true) => return Ok(()),
+                Ok(false) => continue,
+                Err(e) => {
+                    self.dead = true;
+                    return Err(T1Error::Fatal(e));
+                }
+            }
+        }
+    }
+
+    /// The prologue (`NAD PCB LEN`) for the `bTeoPrologue` field of a PIN structure: on a
+    /// TPDU-level pinpad reader the reader builds our I-block itself (it inserts the PIN into the
+    /// APDU and appends the EDC), so all the host can give is the block's first three bytes,
+    /// with our current N(S) and LEN = the APDU's length.
+    ///
+    /// Nothing changes here. libccid toggles N(S)/N(R) before sending and puts them back when
+    /// the PIN entry fails; instead the state advances in [`T1::secure_answer`] when the card's
+    /// I-block shows ours arrived, so a PIN entry that never reached the card (timeout,
+    /// cancelled, reader error) leaves the sequence numbers as they were without undo logic.
+    pub fn secure_prologue(&self, len: usize) -> Result<[u8; 3], T1Error> {
+        if self.dead {
+            return Err(T1Error::Dead);
+        }
+        if len == 0 {
+            return Err(T1Error::EmptyCommand);
+        }
+        if len > self.ifsc {
+            return Err(T1Error::BlockTooLong { len, ifsc: self.ifsc });
+        }
+        let pcb = Block::I { ns: self.ns, more: false, inf: Vec::new() }.pcb();
+        Ok([self.nad, pcb, len as u8])
+    }
+
+    /// Finishes a `PC_to_RDR_Secure` started with [`T1::secure_prologue`]: `first` is what the
+    /// reader returned for it (the card's block, or the reader's parity/mute report); the result
+    /// is the card's response APDU.
+    ///
+    /// The answer is a full block (libccid strips NAD/PCB/LEN and assumes a 1-byte LRC; here
+    /// the EDC is checked with the ATR's LRC or CRC). Follow-up blocks go through `x` as in
+    /// [`T1::transceive`]: S(WTX), S(IFS) and S(ABORT) requests are answered (WTX stretches the
+    /// next exchange), a chained response is collected with R-blocks, and a block that arrives
+    /// damaged is asked for again with R(N(R)) — the card still has its answer. What cannot be
+    /// done is sending our I-block again: only the reader had the PIN. So a card asking for it
+    /// ends the command with [`T1Error::PinBlockLost`] (the card did not take it: both sides'
+    /// numbers are unchanged), and an exchange that does not recover resynchronises the channel
+    /// (N(S) = N(R) = 0 on both sides) before giving the same error, so that the next command
+    /// works.
+    pub fn secure_answer<X: BlockXfer + ?Sized>(
+        &mut self,
+        x: &mut X,
+        first: Result<Vec<u8>, XferError>,
+    ) -> Result<Vec<u8>, T1Error> {
+        if self.dead {
+            return Err(T1Error::Dead);
+        }
+        match self.run_secure(x, first) {
+            Ok(Some(resp)) => Ok(resp),
+            Ok(None) => Err(T1Error::PinBlockLost),
+            Err(Outcome::Fatal(e)) => {
+                self.dead = true;
+                Err(T1Error::Fatal(e))
+            }
+            Err(Outcome::TooLong) => {
+                self.dead = true;
+                Err(T1Error::ResponseTooLong(self.max_response))
+            }
+            Err(Outcome::Resync) => {
+                self.recover(x, &mut 0)?;
+                tracing::debug!("T=1 resynchronised after a PIN command: its answer is lost");
+                Err(T1Error::PinBlockLost)
+            }
+        }
+    }
+
+    /// Our answer to a card's S(request) and the WTX multiplier for the exchange that carries it;
+    /// `None` for a malformed request (the caller answers with an R-block).
+    fn answer_request(&mut self, kind: SKind, inf: Vec<u8>) -> Result<Option<(Vec<u8>, u8)>, Outcome> {
+        let mut wtx = 0;
+        match (kind, inf.first().copied()) {
+            (SKind::Wtx, Some(v)) => {
+                self.stats.wtx += 1;
+                wtx = v;
+            }
+            (SKind::Ifs, Some(v @ 1..=254)) => self.ifsc = v as usize,
+            (SKind::Abort, None) => tracing::debug!("T=1: the card sent S(ABORT request)"),
+            (SKind::Resynch, _) => return Err(Outcome::Resync),
+            _ => return Ok(None),
+        }
+        Ok(Some((self.encode(&Block::S { kind, response: true, inf }), wtx)))
+    }
+
+    /// The receiving half of [`T1::run`] for a block the reader sent on our behalf. `Ok(None)`:
+    /// the card asks for our I-block again (it never took it).
+    fn run_secure<X: BlockXfer + ?Sized>(
+        &mut self,
+        x: &mut X,
+        first: Result<Vec<u8>, XferError>,
+    ) -> Result<Option<Vec<u8>>, Outcome> {
+        self.stats.blocks += 1;
+        let mut answer = match first {
+            Ok(bytes) => self.decode(&bytes),
+            Err(XferError::Parity) => Err(RError::Edc),
+            Err(XferError::Mute) => Err(RError::Other),
+            Err(XferError::Fatal(e)) => return Err(Outcome::Fatal(e)),
+        };
+        // Whether the card's I-block acknowledged ours (we are then receiving its response).
+        let mut acknowledged = false;
+        let mut last_r: Option<Vec<u8>> = None;
+        let mut resp = Vec::new();
+        let mut errors = 0u32;
+        for _ in 0..MAX_EXCHANGES {
+            let mut wtx = 0;
+            // An unreadable or unexpected block: our last R-block again (rule 7.2), or R(N(R)).
+            let mut fail = |this: &mut Self, kind: RError, last_r: &mut Option<Vec<u8>>| -> Result<Vec<u8>, Outcome> {
+                this.stats.errors += 1;
+                errors += 1;
+                if errors >= TRIES {
+                    return Err(Outcome::Resync);
+                }
+                Ok(last_r.get_or_insert_with(|| this.encode(&Block::R { nr: this.nr, error: kind })).clone())
+            };
+            let next = match answer {
+                Err(kind) => fail(self, kind, &mut last_r)?,
+                Ok(Block::I { ns, more, inf }) => {
+                    if ns != self.nr || inf.len() > self.ifsd.max(254) {
+                        fail(self, RError::Other, &mut last_r)?
+                    } else {
+                        if !acknowledged {
+                            // Our (reader-built) I-block arrived.
+                            self.ns = !self.ns;
+                            acknowledged = true;
+                        }
+                        self.nr = !self.nr;
+                        errors = 0;
+                        if resp.len() + inf.len() > self.max_response {
+                            return Err(Outcome::TooLong);
+                        }
+                        resp.extend_from_slice(&inf);
+                        if !more {
+                            return Ok(Some(resp));
+                        }
+                        let r = self.encode(&Block::R { nr: self.nr, error: RError::None });
+                        last_r = Some(r.clone());
+                        r
+                    }
+                }
+                // The card asks for the block the reader built.
+                Ok(Block::R { nr, .. }) if !acknowledged && nr == self.ns => return Ok(None),
+                // An acknowledgement of a chunk we never chained, or (while receiving) the card
+                // did not get our R-block: R-block (again).
+                Ok(Block::R { .. }) => fail(self, RError::Other, &mut last_r)?,
+                Ok(Block::S { kind, response: false, inf }) => match self.answer_request(kind, inf)? {
+                    Some((s, w)) => {
+                        errors = 0;
+                        wtx = w;
+                        last_r = None;
+                        s
+                    }
+                    None => fail(self, RError::Other, &mut last_r)?,
+                },
+                Ok(Block::S { response: true, .. }) => fail(self, RError::Other, &mut last_r)?,
+            };
+            answer = self.exchange(x, &next, wtx).map_err(Outcome::Fatal)?;
+        }
+        Err(Outcome::Resync)
     }
 
     /// One S(RESYNCH request); `Ok(true)` when the card confirmed.
@@ -576,25 +756,15 @@ impl T1 {
                         }
                     }
                 }
-                Block::S { kind, response: false, inf } => {
-                    let value = inf.first().copied();
-                    match (kind, value) {
-                        (SKind::Wtx, Some(v)) => {
-                            self.stats.wtx += 1;
-                            wtx = v;
-                        }
-                        (SKind::Ifs, Some(v @ 1..=254)) => self.ifsc = v as usize,
-                        (SKind::Abort, None) => tracing::debug!("T=1: the card sent S(ABORT request)"),
-                        (SKind::Resynch, _) => return Err(Outcome::Resync),
-                        _ => {
-                            fail(self, RError::Other, &mut last, &mut last_kind)?;
-                            continue;
-                        }
+                Block::S { kind, response: false, inf } => match self.answer_request(kind, inf)? {
+                    Some((answer, w)) => {
+                        errors = 0;
+                        wtx = w;
+                        last = answer;
+                        last_kind = Last::S;
                     }
-                    errors = 0;
-                    last = self.encode(&Block::S { kind, response: true, inf });
-                    last_kind = Last::S;
-                }
+                    None => fail(self, RError::Other, &mut last, &mut last_kind)?,
+                },
                 Block::S { response: true, .. } => {
                     fail(self, RError::Other, &mut last, &mut last_kind)?;
                 }
@@ -851,6 +1021,132 @@ mod tests {
         };
         assert_eq!(t.transceive(&mut card, &[1, 2, 3, 4]).unwrap(), [0x90, 0]);
         assert_eq!(n, 2);
+    }
+
+    /// A card that must never be asked anything.
+    fn silent(_: &[u8], _: u8) -> Result<Vec<u8>, XferError> {
+        panic!("no exchange expected")
+    }
+
+    #[test]
+    fn secure_prologue_follows_the_sequence() {
+        let mut t = T1::new(32, Edc::Lrc);
+        assert_eq!(t.secure_prologue(13), Ok([0x00, 0x00, 13]));
+        let mut card = scripted(vec![(i(false, false, &[1, 2, 3, 4]), Ok(i(false, false, &[0x90, 0])))]);
+        t.transceive(&mut card, &[1, 2, 3, 4]).unwrap();
+        // N(S) = 1 now; NAD as configured; the APDU must fit one block (IFSC).
+        t.nad = 0x12;
+        assert_eq!(t.secure_prologue(32), Ok([0x12, 0x40, 32]));
+        assert_eq!(t.secure_prologue(33), Err(T1Error::BlockTooLong { len: 33, ifsc: 32 }));
+        assert_eq!(t.secure_prologue(0), Err(T1Error::EmptyCommand));
+        // Asking for a prologue changes nothing.
+        assert_eq!((t.ns, t.nr), (true, true));
+        t.dead = true;
+        assert_eq!(t.secure_prologue(5), Err(T1Error::Dead));
+    }
+
+    #[test]
+    fn secure_answer_advances_the_sequence() {
+        let mut t = T1::new(32, Edc::Lrc);
+        assert_eq!(t.secure_answer(&mut silent, Ok(i(false, false, &[0x90, 0]))).unwrap(), [0x90, 0]);
+        assert_eq!((t.ns, t.nr), (true, true));
+        // The next ordinary command carries N(S) = 1 and expects the card's N(S) = 1.
+        let mut card = scripted(vec![(i(true, false, &[1, 2, 3, 4]), Ok(i(true, false, &[0x63, 0xC2])))]);
+        assert_eq!(t.transceive(&mut card, &[1, 2, 3, 4]).unwrap(), [0x63, 0xC2]);
+        assert_eq!(t.secure_prologue(5).unwrap()[1], 0x00);
+    }
+
+    #[test]
+    fn secure_answer_wtx_ifs_and_chained_response() {
+        let mut t = T1::new(32, Edc::Lrc);
+        let mut wtx_seen = vec![];
+        let mut steps = vec![
+            (s(SKind::Wtx, true, &[9]), Ok(s(SKind::Ifs, false, &[0x40]))),
+            (s(SKind::Ifs, true, &[0x40]), Ok(i(false, true, &[1, 2]))),
+            (r(true, RError::None), Ok(i(true, false, &[0x90, 0]))),
+        ]
+        .into_iter();
+        let mut card = |got: &[u8], wtx: u8| {
+            wtx_seen.push(wtx);
+            let (want, a) = steps.next().unwrap();
+            assert_eq!(got, &want[..]);
+            a
+        };
+        let first = Ok(s(SKind::Wtx, false, &[9]));
+        assert_eq!(t.secure_answer(&mut card, first).unwrap(), [1, 2, 0x90, 0]);
+        // The S(WTX response) carried the multiplier; the others none.
+        assert_eq!(wtx_seen, [9, 0, 0]);
+        assert_eq!((t.ifsc(), t.stats().wtx), (0x40, 1));
+        assert_eq!((t.ns, t.nr), (true, false));
+    }
+
+    #[test]
+    fn secure_answer_damaged_block_is_asked_for_again() {
+        let mut t = T1::new(32, Edc::Lrc);
+        let mut bad = i(false, false, &[0x90, 0]);
+        *bad.last_mut().unwrap() ^= 0xFF;
+        let mut card = scripted(vec![
+            // Bad EDC: R(N(R) = 0, EDC error); the card repeats its answer (parity error on the way).
+            (r(false, RError::Edc), Err(XferError::Parity)),
+            // Rule 7.2: our R-block again.
+            (r(false, RError::Edc), Ok(i(false, false, &[0x90, 0]))),
+        ]);
+        assert_eq!(t.secure_answer(&mut card, Ok(bad)).unwrap(), [0x90, 0]);
+        assert_eq!((t.ns, t.nr, t.stats().errors), (true, true, 2));
+        // The reader reports mute: the card's answer was lost; the card repeats it.
+        let mut card = scripted(vec![(r(true, RError::Other), Ok(i(true, false, &[0x90, 0])))]);
+        assert_eq!(t.secure_answer(&mut card, Err(XferError::Mute)).unwrap(), [0x90, 0]);
+        assert_eq!((t.ns, t.nr), (false, false));
+    }
+
+    #[test]
+    fn secure_answer_block_that_cannot_be_repeated() {
+        let mut t = T1::new(32, Edc::Lrc);
+        // The card asks for our I-block (R with N(R) = our N(S)): only the reader had the PIN.
+        assert_eq!(t.secure_answer(&mut silent, Ok(r(false, RError::Edc))), Err(T1Error::PinBlockLost));
+        assert_eq!((t.ns, t.nr, t.stats().resyncs), (false, false, 0));
+        // Same after our R-block when the reader reported the card mute.
+        let mut card = scripted(vec![(r(false, RError::Other), Ok(r(false, RError::Other)))]);
+        assert_eq!(t.secure_answer(&mut card, Err(XferError::Mute)), Err(T1Error::PinBlockLost));
+        assert!(!t.is_dead());
+    }
+
+    #[test]
+    fn secure_answer_that_stays_unreadable_resynchronises() {
+        let mut t = T1::new(32, Edc::Lrc);
+        let mut card = scripted(vec![(i(false, false, &[1]), Ok(i(false, false, &[0x90, 0])))]);
+        t.transceive(&mut card, &[1]).unwrap();
+        let mut bad = i(true, false, &[0x90, 0]);
+        *bad.last_mut().unwrap() ^= 0xFF;
+        let mut card = scripted(vec![
+            (r(true, RError::Edc), Ok(bad.clone())),
+            (r(true, RError::Edc), Ok(bad.clone())),
+            (s(SKind::Resynch, false, &[]), Ok(s(SKind::Resynch, true, &[]))),
+        ]);
+        assert_eq!(t.secure_answer(&mut card, Ok(bad)), Err(T1Error::PinBlockLost));
+        assert_eq!((t.ns, t.nr, t.stats().resyncs), (false, false, 1));
+        assert!(!t.is_dead());
+        // The wrong N(S) from the card is an error too; a card that never recovers kills the channel.
+        let mut t = T1::new(32, Edc::Lrc);
+        let mut card = |_: &[u8], _| Ok(i(true, false, &[0x90, 0]));
+        assert_eq!(t.secure_answer(&mut card, Ok(i(true, false, &[0x90, 0]))), Err(T1Error::Dead));
+        assert!(t.is_dead());
+        assert_eq!(t.secure_answer(&mut silent, Ok(i(false, false, &[0x90, 0]))), Err(T1Error::Dead));
+    }
+
+    #[test]
+    fn secure_answer_crc_and_transport_failure() {
+        let mut t = T1::new(32, Edc::Crc);
+        let ok = Block::I { ns: false, more: false, inf: vec![0x90, 0] }.encode(0, Edc::Crc);
+        // An LRC block where CRC is due: not taken for the answer.
+        let lrc = i(false, false, &[0x90, 0]);
+        let mut card = scripted(vec![(Block::R { nr: false, error: RError::Other }.encode(0, Edc::Crc), Ok(ok))]);
+        assert_eq!(t.secure_answer(&mut card, Ok(lrc)).unwrap(), [0x90, 0]);
+        let e = CcidError::Transport { cmd: "XfrBlock", source: TransportError::Timeout };
+        let mut t = T1::new(32, Edc::Lrc);
+        let mut card = |_: &[u8], _| Err(XferError::Fatal(e.clone()));
+        assert_eq!(t.secure_answer(&mut card, Ok(s(SKind::Wtx, false, &[2]))), Err(T1Error::Fatal(e.clone())));
+        assert!(t.is_dead());
     }
 
     #[test]

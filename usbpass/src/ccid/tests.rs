@@ -6,10 +6,11 @@ use super::descriptor::CcidDescriptor;
 use super::device::Op;
 use super::exchange::{ExchangeError, ExchangeOptions, Slot};
 use super::message::{msg_type, Notification, PowerSelect};
-use super::sim::{profiles, Fault, SimCard, SimReader, T0_ONLY_ATR, T1_ONLY_ATR};
+use super::sim::{profiles, Fault, PinEntry, SimCard, SimReader, T0_ONLY_ATR, T1_ONLY_ATR};
 use super::t0::{T0Mode, T0Options};
 use super::t1::{Block, Edc, T1Error};
 use super::transport::class_request;
+use pcsc_bridge_tests::card::cmd::{echo, pattern_ext, select_ok, SELECT};
 use pcsc_bridge_tests::card::{self, Card};
 use pcsc_proto::Rv;
 use std::time::Duration;
@@ -29,42 +30,6 @@ fn slot(r: SimReader) -> Slot<SimReader> {
 
 fn sim(s: &mut Slot<SimReader>) -> &mut SimReader {
     s.ccid().transport()
-}
-
-const SELECT: [u8; 12] = [0x00, 0xA4, 0x04, 0x00, 0x07, 0xA0, 0x00, 0x00, 0x05, 0x27, 0x21, 0x01];
-
-fn select_ok() -> Vec<u8> {
-    let mut v = card::FCI.to_vec();
-    v.extend_from_slice(&[0x90, 0x00]);
-    v
-}
-
-/// ECHO (`80 01`) with `n` data bytes, short or extended, with Le = 0.
-fn echo(n: usize, extended: bool) -> (Vec<u8>, Vec<u8>) {
-    let data: Vec<u8> = (0..n).map(|i| (i * 7 + 3) as u8).collect();
-    let mut apdu = vec![0x80, 0x01, 0x00, 0x00];
-    if extended {
-        apdu.push(0);
-        apdu.extend_from_slice(&(n as u16).to_be_bytes());
-        apdu.extend_from_slice(&data);
-        apdu.extend_from_slice(&[0, 0]);
-    } else {
-        apdu.push(n as u8);
-        apdu.extend_from_slice(&data);
-        apdu.push(0);
-    }
-    let mut resp = data;
-    resp.extend_from_slice(&[0x90, 0x00]);
-    (apdu, resp)
-}
-
-/// PATTERN (`80 02`) of `n` bytes with an extended Le.
-fn pattern_ext(n: u16) -> (Vec<u8>, Vec<u8>) {
-    let [hi, lo] = n.to_be_bytes();
-    let apdu = vec![0x80, 0x02, hi, lo, 0x00, 0x00, 0x00];
-    let mut resp: Vec<u8> = (0..n as usize).map(card::file_byte).collect();
-    resp.extend_from_slice(&[0x90, 0x00]);
-    (apdu, resp)
 }
 
 fn sent_types(r: &SimReader) -> Vec<u8> {
@@ -295,6 +260,233 @@ fn tpdu_t1_card_removed_mid_command() {
     assert!(!s.presence().unwrap());
     assert!(s.card().is_none());
     assert_eq!(s.transmit(&SELECT).unwrap_err(), ExchangeError::NotPowered);
+}
+
+// ---------------------------------------------------------------------------------------------
+// PIN entry on a pinpad (PC_to_RDR_Secure), TPDU level with T=1
+
+const PIN_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Secure payload (ccid.md §7.3) for VERIFY `00 20 00 81 06` + a 6-byte PIN block: ASCII,
+/// byte positions, left-justified, PIN at data offset 0, 4 to 8 digits; `prologue` is what the
+/// caller leaves in bTeoPrologue (the slot overwrites it at the TPDU level with T=1).
+fn verify_payload(prologue: [u8; 3]) -> Vec<u8> {
+    let mut v = vec![0x00, 30, 0x82, 0x06, 0x00, 0x08, 0x04, 0x02, 0x01, 0x09, 0x04, 0x00];
+    v.extend_from_slice(&prologue);
+    v.extend_from_slice(&[0x00, 0x20, 0x00, 0x81, 0x06, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF]);
+    v
+}
+
+/// Secure payload for CHANGE REFERENCE DATA `00 24 00 81 0C` (current PIN at 0, new at 6,
+/// confirmation requested) with `messages` = bNumberMessage (which moves bTeoPrologue).
+fn modify_payload(messages: u8) -> Vec<u8> {
+    let mut v = vec![0x01, 30, 0x82, 0x06, 0x00, 0x00, 0x06, 0x08, 0x04, 0x03, 0x02, messages, 0x09, 0x04, 0x00];
+    if messages != 0 {
+        v.push(0x01);
+    }
+    if messages >= 3 {
+        v.push(0x02);
+    }
+    v.extend_from_slice(&[0xEE; 3]);
+    v.extend_from_slice(&[0x00, 0x24, 0x00, 0x81, 0x0C]);
+    v.extend_from_slice(&[0xFF; 12]);
+    v
+}
+
+fn types(pin: &[u8], new: &[u8]) -> PinEntry {
+    PinEntry::Types { pin: pin.to_vec(), new: new.to_vec() }
+}
+
+fn tpdu_t1_pinpad(atr: &[u8]) -> Slot<SimReader> {
+    let mut s = slot(SimReader::new(profiles::tpdu_pinpad(), vcard(), atr));
+    assert_eq!(s.connect(Protocols::ANY).unwrap().1, Protocol::T1);
+    s
+}
+
+fn t1_stats(s: &Slot<SimReader>) -> super::t1::T1Stats {
+    s.card().unwrap().t1().unwrap().stats()
+}
+
+#[test]
+fn tpdu_t1_pin_verify_and_modify() {
+    let mut s = tpdu_t1_pinpad(&card::ATR);
+    assert_eq!(s.transmit(&SELECT).unwrap(), select_ok());
+    sim(&mut s).pinpad = types(b"123456", b"");
+    assert_eq!(s.secure(&verify_payload([0; 3]), PIN_TIMEOUT).unwrap(), [0x90, 0x00]);
+    let r = sim(&mut s);
+    // The reader's block: our prologue (N(S) = 1 after one command, LEN = 11), the APDU with
+    // the PIN, LRC; the card took it as its next block.
+    let block = r.log.pin_blocks.last().unwrap().clone();
+    assert_eq!(block[..3], [0x00, 0x40, 11]);
+    assert_eq!(block.len(), 3 + 11 + 1);
+    assert_eq!(r.log.apdus.last().unwrap(), b"\x00\x20\x00\x81\x06123456");
+    assert_eq!(*r.log.commands.last().unwrap().first().unwrap(), msg_type::SECURE);
+    // Ordinary commands go on in step (N(S) toggled as if we had sent the block).
+    let (apdu, resp) = echo(100, false);
+    assert_eq!(s.transmit(&apdu).unwrap(), resp);
+    // A wrong PIN: the card's status word, retries counted.
+    sim(&mut s).pinpad = types(b"654321", b"");
+    assert_eq!(s.secure(&verify_payload([0; 3]), PIN_TIMEOUT).unwrap(), [0x63, 0xC2]);
+    assert_eq!(s.transmit(&SELECT).unwrap(), select_ok());
+    // Modify, with the prologue at each of its three places in the structure.
+    for (messages, old, new) in [(0, b"123456", b"654321"), (1, b"654321", b"111111"), (3, b"111111", b"123456")] {
+        sim(&mut s).pinpad = types(old, new);
+        assert_eq!(s.secure(&modify_payload(messages), PIN_TIMEOUT).unwrap(), [0x90, 0x00], "{messages}");
+        let mut apdu = vec![0x00, 0x24, 0x00, 0x81, 0x0C];
+        apdu.extend_from_slice(old);
+        apdu.extend_from_slice(new);
+        assert_eq!(sim(&mut s).log.apdus.last().unwrap(), &apdu);
+        assert_eq!(sim(&mut s).log.pin_blocks.last().unwrap()[2], 17);
+        assert_eq!(s.transmit(&SELECT).unwrap(), select_ok());
+    }
+    sim(&mut s).pinpad = types(b"123456", b"");
+    assert_eq!(s.secure(&verify_payload([0; 3]), PIN_TIMEOUT).unwrap(), [0x90, 0x00]);
+    // The reader's blocks carried the N(S) the card expected: 1 after SELECT, then 0 (the
+    // 106-byte ECHO went out in 4 I-blocks, each later command and PIN block toggles once),
+    // and nothing needed repairing.
+    let ns: Vec<u8> = sim(&mut s).log.pin_blocks.iter().map(|b| b[1]).collect();
+    assert_eq!(ns, [0x40, 0x00, 0x00, 0x00, 0x00, 0x00]);
+    let st = t1_stats(&s);
+    assert_eq!((st.errors, st.resyncs), (0, 0));
+}
+
+#[test]
+fn tpdu_t1_pin_timeout_and_cancel_keep_the_sequence() {
+    let mut s = tpdu_t1_pinpad(&card::ATR);
+    let apdus = sim(&mut s).log.apdus.len();
+    // Nobody types: PIN_TIMEOUT becomes `64 00`; nothing reached the card.
+    assert_eq!(s.secure(&verify_payload([0; 3]), PIN_TIMEOUT).unwrap(), [0x64, 0x00]);
+    sim(&mut s).pinpad = PinEntry::Cancel;
+    assert_eq!(s.secure(&verify_payload([0; 3]), PIN_TIMEOUT).unwrap(), [0x64, 0x01]);
+    // Too short for the structure's minimum (4): the reader never accepts it.
+    sim(&mut s).pinpad = types(b"123", b"");
+    assert_eq!(s.secure(&verify_payload([0; 3]), PIN_TIMEOUT).unwrap(), [0x64, 0x00]);
+    assert_eq!(sim(&mut s).log.apdus.len(), apdus);
+    assert!(sim(&mut s).log.pin_blocks.is_empty());
+    // The next transmits need no repair: the card still expects N(S) = 0.
+    assert_eq!(s.transmit(&SELECT).unwrap(), select_ok());
+    assert_eq!(s.transmit(&SELECT).unwrap(), select_ok());
+    let st = t1_stats(&s);
+    assert_eq!((st.errors, st.resyncs), (0, 0));
+    // Then a PIN that is typed works with the current N(S).
+    sim(&mut s).pinpad = types(b"123456", b"");
+    assert_eq!(s.secure(&verify_payload([0; 3]), PIN_TIMEOUT).unwrap(), [0x90, 0x00]);
+    assert_eq!(sim(&mut s).log.pin_blocks[0][1], 0x00);
+}
+
+#[test]
+fn tpdu_t1_pin_card_asks_for_more_time() {
+    let mut s = tpdu_t1_pinpad(&card::ATR);
+    sim(&mut s).pinpad = types(b"123456", b"");
+    let bwi = sim(&mut s).log.bwi.len();
+    // The card answers the PIN block with S(WTX request ×7): S(WTX response) in an XfrBlock
+    // with bBWI 7, then the card's I-block.
+    sim(&mut s).fault(0, &[Fault::CardWtx(7)]);
+    assert_eq!(s.secure(&verify_payload([0; 3]), PIN_TIMEOUT).unwrap(), [0x90, 0x00]);
+    let r = sim(&mut s);
+    assert_eq!(&r.log.bwi[bwi..], &[7]);
+    assert_eq!(r.log.xfr.last().unwrap(), &[0x00, 0xE3, 0x01, 0x07, 0xE5]);
+    assert_eq!(t1_stats(&s).wtx, 1);
+    assert_eq!(s.transmit(&SELECT).unwrap(), select_ok());
+    // WTX, then the S(WTX response)'s answer damaged: asked for again.
+    sim(&mut s).fault(0, &[Fault::CardWtx(2)]);
+    sim(&mut s).fault(1, &[Fault::CorruptReply]);
+    assert_eq!(s.secure(&verify_payload([0; 3]), PIN_TIMEOUT).unwrap(), [0x90, 0x00]);
+    assert_eq!(s.transmit(&SELECT).unwrap(), select_ok());
+    assert_eq!(t1_stats(&s).resyncs, 0);
+}
+
+#[test]
+fn tpdu_t1_pin_answer_errors() {
+    let mut s = tpdu_t1_pinpad(&card::ATR);
+    sim(&mut s).pinpad = types(b"123456", b"");
+    // The card's answer arrives with a bad EDC, or is lost (mute): the card repeats it.
+    for f in [Fault::CorruptReply, Fault::LoseReply, Fault::Parity] {
+        sim(&mut s).fault(0, std::slice::from_ref(&f));
+        let r = s.secure(&verify_payload([0; 3]), PIN_TIMEOUT);
+        if f == Fault::Parity {
+            // The block never reached the card: it asks for it, and only the reader had the PIN.
+            assert_eq!(r, Err(ExchangeError::T1(T1Error::PinBlockLost)));
+            assert_eq!(r.unwrap_err().rv(), Rv::E_NOT_TRANSACTED);
+        } else {
+            assert_eq!(r.unwrap(), [0x90, 0x00], "{f:?}");
+        }
+        assert_eq!(s.transmit(&SELECT).unwrap(), select_ok(), "{f:?}");
+    }
+    assert_eq!(t1_stats(&s).resyncs, 0);
+    // An answer that stays corrupted: an error, not a panic; the channel is resynchronised so
+    // the next command works.
+    for i in 0..3 {
+        sim(&mut s).fault(i, &[Fault::CorruptReply]);
+    }
+    let e = s.secure(&verify_payload([0; 3]), PIN_TIMEOUT).unwrap_err();
+    assert_eq!(e, ExchangeError::T1(T1Error::PinBlockLost));
+    assert_eq!(e.rv(), Rv::E_NOT_TRANSACTED);
+    assert_eq!(t1_stats(&s).resyncs, 1);
+    assert_eq!(s.transmit(&SELECT).unwrap(), select_ok());
+    // Lost on the way to the card (the reader reports mute): same as parity.
+    sim(&mut s).fault(0, &[Fault::LoseCommand]);
+    assert_eq!(s.secure(&verify_payload([0; 3]), PIN_TIMEOUT), Err(ExchangeError::T1(T1Error::PinBlockLost)));
+    let (apdu, resp) = echo(100, false);
+    assert_eq!(s.transmit(&apdu).unwrap(), resp);
+    // A PIN APDU longer than IFSC cannot be one block: refused before anything is sent.
+    let n = sim(&mut s).log.commands.len();
+    let mut long = verify_payload([0; 3]);
+    long.extend_from_slice(&[0; 30]);
+    let e = s.secure(&long, PIN_TIMEOUT).unwrap_err();
+    assert_eq!(e, ExchangeError::T1(T1Error::BlockTooLong { len: 41, ifsc: 32 }));
+    assert_eq!(sim(&mut s).log.commands.len(), n);
+    // Not a verify/modify payload.
+    assert_eq!(s.secure(&[0x04], PIN_TIMEOUT), Err(ExchangeError::SecurePayload));
+    assert_eq!(s.transmit(&SELECT).unwrap(), select_ok());
+}
+
+#[test]
+fn sim_pinpad_checks_the_prologue() {
+    let mut s = tpdu_t1_pinpad(&card::ATR);
+    sim(&mut s).pinpad = types(b"123456", b"");
+    let apdus = sim(&mut s).log.apdus.len();
+    // N(S) = 1 where the card expects 0, then LEN one short: the card answers R(N(R) = 0,
+    // other error) and runs nothing.
+    for prologue in [[0x00, 0x40, 11], [0x00, 0x00, 10]] {
+        let secure = super::message::Secure { bwi: 0, level: 0, data: &verify_payload(prologue) };
+        let r = s.ccid().transact(0, &secure, PIN_TIMEOUT).unwrap();
+        assert_eq!(r.data, Block::R { nr: false, error: super::t1::RError::Other }.encode(0, Edc::Lrc));
+    }
+    assert_eq!(sim(&mut s).log.apdus.len(), apdus);
+    // The slot's prologue is the right one.
+    assert_eq!(s.secure(&verify_payload([0x00, 0x40, 11]), PIN_TIMEOUT).unwrap(), [0x90, 0x00]);
+    assert_eq!(s.transmit(&SELECT).unwrap(), select_ok());
+}
+
+#[test]
+fn tpdu_t1_pin_crc_card() {
+    // TD1 81 (T=1, TD2), TD2 51 (TA3, TC3, T=1), TA3 FE, TC3 01: CRC.
+    let mut atr = vec![0x3B, 0x80, 0x81, 0x51, 0xFE, 0x01];
+    let tck = atr.iter().skip(1).fold(0, |a, b| a ^ b);
+    atr.push(tck);
+    let mut s = tpdu_t1_pinpad(&atr);
+    sim(&mut s).pinpad = types(b"123456", b"");
+    assert_eq!(s.secure(&verify_payload([0; 3]), PIN_TIMEOUT).unwrap(), [0x90, 0x00]);
+    // A 2-byte EDC in the card's answer (libccid would strip one byte only), checked.
+    sim(&mut s).fault(0, &[Fault::CorruptReply]);
+    assert_eq!(s.secure(&verify_payload([0; 3]), PIN_TIMEOUT).unwrap(), [0x90, 0x00]);
+    assert_eq!(sim(&mut s).log.pin_blocks[0].len(), 3 + 11 + 2);
+    assert_eq!(s.transmit(&SELECT).unwrap(), select_ok());
+    assert_eq!(t1_stats(&s).errors, 1);
+}
+
+#[test]
+fn pin_at_the_apdu_level_is_passed_through() {
+    let desc = CcidDescriptor { pin_support: super::descriptor::PinSupport(3), ..profiles::short_apdu() };
+    let mut s = slot(SimReader::new(desc, vcard(), &card::ATR));
+    s.connect(Protocols::ANY).unwrap();
+    sim(&mut s).pinpad = types(b"123456", b"");
+    // The payload goes out as given (the prologue is the reader's business, ignored here).
+    let payload = verify_payload([1, 2, 3]);
+    assert_eq!(s.secure(&payload, PIN_TIMEOUT).unwrap(), [0x90, 0x00]);
+    assert_eq!(sim(&mut s).log.commands.last().unwrap()[10..], payload[..]);
+    assert!(sim(&mut s).log.pin_blocks.is_empty());
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -2,9 +2,10 @@
 //!
 //! Discovery follows libccid (ccid.md §1.1, §1.5): the first altsetting of every interface of
 //! the active configuration whose class is `0x0B`, or `0xFF` with exactly 54 bytes of class
-//! descriptor (pre-standard readers); ICCD interfaces (protocol 1 and 2) are listed but not
-//! driven; the class descriptor comes from the interface's extra bytes or, failing that, the
-//! endpoints'. Only the CCID interface is claimed (a YubiKey's HID interfaces stay untouched).
+//! descriptor (pre-standard readers); ICCD interfaces (protocol 1 and 2, tokens that talk over
+//! the control pipe) are claimed without bulk endpoints and driven through [`super::iccd`]; the
+//! class descriptor comes from the interface's extra bytes or, failing that, the endpoints'.
+//! Only the CCID interface is claimed (a YubiKey's HID interfaces stay untouched).
 //!
 //! rusb maps libusb's errors; the only place they become [`TransportError`] is
 //! [`map_err`]: `NoDevice` is "reader removed", `Pipe` a stall, `Busy` on claim means another
@@ -27,7 +28,8 @@ pub const CLASS_VENDOR: u8 = 0xFF;
 pub enum InterfaceKind {
     /// Bulk CCID (protocol 0): what this driver handles.
     Ccid,
-    /// ICCD version A or B (control-pipe protocols): not implemented.
+    /// ICCD version A or B (control-pipe protocols, `bInterfaceProtocol` 1 or 2): driven
+    /// through the adapter of [`super::iccd`].
     Iccd(u8),
 }
 
@@ -83,7 +85,7 @@ impl CcidInterface {
 /// Why a device could not be opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OpenError {
-    /// No usable CCID interface (ICCD, missing endpoints or descriptor).
+    /// No usable CCID interface (missing endpoints or descriptor).
     Unsupported(String),
     /// `LIBUSB_ERROR_BUSY` on claim: another driver (usually the host's pcscd) holds it.
     Busy,
@@ -183,8 +185,9 @@ pub fn discover(ctx: &Context) -> Result<Vec<(Device<Context>, CcidInterface)>, 
 pub struct RusbTransport {
     handle: Arc<DeviceHandle<Context>>,
     interface: u8,
-    bulk_in: u8,
-    bulk_out: u8,
+    /// `None` on ICCD tokens (control pipe only).
+    bulk_in: Option<u8>,
+    bulk_out: Option<u8>,
     interrupt: Option<u8>,
     mps: usize,
 }
@@ -202,11 +205,13 @@ impl fmt::Debug for RusbTransport {
 impl RusbTransport {
     /// Open the device and claim the CCID interface (and nothing else).
     pub fn open(dev: &Device<Context>, info: &CcidInterface) -> Result<Self, OpenError> {
-        if let InterfaceKind::Iccd(p) = info.kind {
-            return Err(OpenError::Unsupported(format!("ICCD protocol {p}")));
-        }
-        let (Some(bulk_in), Some(bulk_out)) = (info.bulk_in, info.bulk_out) else {
-            return Err(OpenError::Unsupported("missing bulk endpoints".into()));
+        // ICCD tokens use the control pipe only (`iccd`), and their card is always present:
+        // no bulk endpoints needed, no interrupt polling (libccid neither).
+        let iccd = matches!(info.kind, InterfaceKind::Iccd(_));
+        let (bulk_in, bulk_out) = match (info.bulk_in, info.bulk_out) {
+            (Some(i), Some(o)) => (Some(i), Some(o)),
+            _ if iccd => (None, None),
+            _ => return Err(OpenError::Unsupported("missing bulk endpoints".into())),
         };
         if let Err(e) = &info.descriptor {
             return Err(OpenError::Unsupported(e.to_string()));
@@ -226,7 +231,7 @@ impl RusbTransport {
             interface: info.interface,
             bulk_in,
             bulk_out,
-            interrupt: info.interrupt,
+            interrupt: if iccd { None } else { info.interrupt },
             mps: info.max_packet_size,
         })
     }
@@ -284,9 +289,14 @@ impl Drop for RusbTransport {
     }
 }
 
+fn no_bulk() -> TransportError {
+    TransportError::Io("no bulk endpoint (ICCD token: control pipe only)".into())
+}
+
 impl Transport for RusbTransport {
     fn bulk_out(&mut self, data: &[u8], timeout: Duration) -> Result<(), TransportError> {
-        let n = self.handle.write_bulk(self.bulk_out, data, usb_timeout(timeout)).map_err(map_err)?;
+        let ep = self.bulk_out.ok_or_else(no_bulk)?;
+        let n = self.handle.write_bulk(ep, data, usb_timeout(timeout)).map_err(map_err)?;
         if n < data.len() {
             // rusb returns the partial count when the timeout expires mid-transfer.
             return Err(TransportError::Timeout);
@@ -295,7 +305,8 @@ impl Transport for RusbTransport {
     }
 
     fn bulk_in(&mut self, buf: &mut [u8], timeout: Duration) -> Result<usize, TransportError> {
-        self.handle.read_bulk(self.bulk_in, buf, usb_timeout(timeout)).map_err(map_err)
+        let ep = self.bulk_in.ok_or_else(no_bulk)?;
+        self.handle.read_bulk(ep, buf, usb_timeout(timeout)).map_err(map_err)
     }
 
     fn interrupt_in(&mut self, buf: &mut [u8], timeout: Duration) -> Result<usize, TransportError> {
@@ -330,11 +341,9 @@ impl Transport for RusbTransport {
         let addr = match ep {
             Endpoint::BulkIn => self.bulk_in,
             Endpoint::BulkOut => self.bulk_out,
-            Endpoint::Interrupt => match self.interrupt {
-                Some(a) => a,
-                None => return Ok(()),
-            },
+            Endpoint::Interrupt => self.interrupt,
         };
+        let Some(addr) = addr else { return Ok(()) };
         self.handle.clear_halt(addr).map_err(map_err)
     }
 }

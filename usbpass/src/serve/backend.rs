@@ -46,6 +46,7 @@ use crate::ccid::descriptor::ExchangeLevel;
 use crate::ccid::device::Ccid;
 use crate::ccid::exchange::{ExchangeError, ExchangeOptions, Slot};
 use crate::ccid::message::{IccStatus, Notification};
+use crate::ccid::quirks::{self, DriverOptions, Quirks};
 use crate::ccid::transport::{class_request, Transport, TransportError};
 use crate::ccid::usb::OpenError;
 
@@ -68,6 +69,8 @@ pub struct ServeConfig {
     pub names: FriendlyNames,
     /// Most slots used per device (pcscd serves 16 readers in all).
     pub max_slots: usize,
+    /// libccid's `ifdDriverOptions` (default: Debian's, none).
+    pub driver_options: DriverOptions,
 }
 
 impl Default for ServeConfig {
@@ -79,6 +82,7 @@ impl Default for ServeConfig {
             exchange: ExchangeOptions::default(),
             names: FriendlyNames::default(),
             max_slots: 16,
+            driver_options: DriverOptions::DEBIAN,
         }
     }
 }
@@ -93,6 +97,8 @@ struct Device {
     io: Mutex<Vec<DevSlot>>,
     interrupt: Mutex<Option<Box<dyn InterruptSource>>>,
     gone: AtomicBool,
+    /// The reader's special cases (ccid/quirks.rs), with what it said at open.
+    quirks: Quirks,
 }
 
 /// pcscd's power state of a present card.
@@ -365,8 +371,13 @@ impl UsbBackend {
 
     /// Bring-up of a freshly opened interface (ccid.md §2.10) and publication of its readers.
     fn add_device(&self, key: &str, dev: OpenedDevice) -> Result<(), String> {
-        let OpenedDevice { info, transport, mut interrupt } = dev;
+        let OpenedDevice { mut info, transport, mut interrupt } = dev;
         let label = info.label();
+        // The reader's special cases (ccid/quirks.rs): refused firmware, descriptor fixes.
+        let mut quirks =
+            Quirks::for_device(info.vendor_id, info.product_id, info.bcd_device).with_options(self.cfg.driver_options);
+        quirks.check_firmware().map_err(|e| format!("reader {label} not used: {e}"))?;
+        quirks.fix_descriptor(&mut info.descriptor);
         let desc = info.descriptor.clone();
         if !matches!(desc.level(), Some(ExchangeLevel::Tpdu | ExchangeLevel::ShortApdu | ExchangeLevel::ExtendedApdu)) {
             let level = desc.level().map_or("undefined".to_string(), |l| l.to_string());
@@ -388,8 +399,9 @@ impl UsbBackend {
         let mut slots = Vec::with_capacity(count);
         for s in 0..count {
             let ccid = Ccid::with_shared_seq(shared.clone(), limit, seq.clone());
+            let (slot_desc, slot_opts) = quirks.for_slot(s as u8, &desc, &opts);
             slots.push(
-                Slot::from_ccid(ccid, desc.clone(), s as u8, opts.clone())
+                Slot::from_ccid(ccid, slot_desc, s as u8, slot_opts)
                     .map_err(|e| format!("reader {label} not used: {e}"))?,
             );
         }
@@ -398,16 +410,21 @@ impl UsbBackend {
             let _ = i.wait(Duration::from_millis(100));
         }
         slots[0].ccid().drain(Duration::from_millis(10), 8);
+        std::thread::sleep(quirks.open_delay());
         let mut initial = Vec::with_capacity(count);
-        for slot in slots.iter_mut() {
-            let present = match slot.presence() {
+        for (i, slot) in slots.iter_mut().enumerate() {
+            let present = match slot.presence_at_open() {
                 Ok(p) => p,
                 Err(ExchangeError::Ccid { source, .. }) if source.is_reader_gone() => {
                     return Err(format!("reader {label} went away while starting"));
                 }
                 // One more try (libccid: the first status may fail while the toggles resync).
-                Err(_) => slot.presence().unwrap_or(false),
+                Err(_) => slot.presence_at_open().unwrap_or(false),
             };
+            if i == 0 {
+                // Escapes some readers need once they answered (ccid/quirks.rs group C).
+                quirks.after_first_status(slot).map_err(|e| format!("reader {label} not used: {e}"))?;
+            }
             initial.push(if present { Some(slot.power_on()) } else { None });
         }
         let device = Arc::new(Device {
@@ -416,6 +433,7 @@ impl UsbBackend {
             io: Mutex::new(slots),
             interrupt: Mutex::new(interrupt),
             gone: AtomicBool::new(false),
+            quirks,
         });
         let info = &device.info;
         let friendly = self.cfg.names.friendly(
@@ -1182,41 +1200,53 @@ impl Backend for UsbBackend {
         drop(st);
         let info = &c.device.info;
         let desc = &info.descriptor;
+        let quirks = &c.device.quirks;
         let answer: Result<Vec<u8>, Rv> = if features::is_feature_request(code) {
-            Ok(features::feature_list(desc))
+            Ok(features::feature_list(desc, quirks))
         } else if code == features::GET_TLV_PROPERTIES {
-            Ok(features::tlv_properties(desc, info.vendor_id, info.product_id))
+            // Gemalto readers' sFirmwareID: an Escape each time, as libccid.
+            let firmware_id = quirks
+                .firmware_id_escape()
+                .and_then(|escape| lock(&c.device.io)[c.slot].escape(escape, quirks.command_timeout()).ok());
+            Ok(features::tlv_properties(desc, quirks, firmware_id.as_deref()))
         } else if code == features::IFD_PIN_PROPERTIES {
-            Ok(features::pin_properties(desc))
+            Ok(features::pin_properties(desc, quirks))
         } else if (code == features::VERIFY_PIN_DIRECT && desc.pin_support.verify())
             || (code == features::MODIFY_PIN_DIRECT && desc.pin_support.modify())
         {
             let cmd = if code == features::VERIFY_PIN_DIRECT {
-                features::verify_pin(data)
+                features::verify_pin(data, quirks)
             } else {
-                features::modify_pin(data)
+                features::modify_pin(data, quirks)
             };
             match cmd {
                 Err(rv) => Err(rv),
                 Ok(cmd) => {
+                    // At the TPDU level with T=1 the slot fills in the structure's bTeoPrologue
+                    // and unwraps the card's block (exchange.rs `Slot::secure`).
                     let mut io = lock(&c.device.io);
-                    let slot = &mut io[c.slot];
-                    if slot.level() == ExchangeLevel::Tpdu && slot.protocol() == Some(Protocol::T1) {
-                        // The T=1 prologue inside the PIN block is not implemented.
-                        Err(Rv::E_NOT_TRANSACTED)
-                    } else {
-                        slot.secure(&cmd.payload, cmd.timeout).map_err(|e| match e {
+                    // Some readers need a pause or an Escape first (ccid/quirks.rs group F).
+                    cmd.prepare(&mut io[c.slot]).and_then(|()| {
+                        io[c.slot].secure(&cmd.payload, cmd.timeout).map_err(|e| match e {
                             ExchangeError::NotPowered => Rv::E_NOT_TRANSACTED,
                             e => e.rv(),
                         })
-                    }
+                    })
                 }
             }
         } else if code == features::VENDOR_IFD_EXCHANGE {
-            // libccid refuses raw escapes, except the firmware version of Gemalto readers.
-            if info.vendor_id == features::GEMALTO_VID && data == [0x02] {
+            // libccid refuses raw escapes, except a few per reader (ccid/quirks.rs group H).
+            if quirks.escape_allowed(data) {
                 let mut io = lock(&c.device.io);
                 io[c.slot].escape(data, Duration::from_secs(30)).map_err(|e| e.rv())
+            } else {
+                Err(Rv::E_NOT_TRANSACTED)
+            }
+        } else if code == features::MCT_READER_DIRECT {
+            // The Secoder commands go to the reader as an Escape (ccid/quirks.rs group H).
+            if quirks::mct_command_ok(data) {
+                let mut io = lock(&c.device.io);
+                io[c.slot].escape(data, quirks.command_timeout()).map_err(|e| e.rv())
             } else {
                 Err(Rv::E_NOT_TRANSACTED)
             }

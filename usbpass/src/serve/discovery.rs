@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::ccid::descriptor::CcidDescriptor;
 use crate::ccid::message::Notification;
 use crate::ccid::transport::{Transport, TransportError};
-use crate::ccid::usb::{self, InterfaceKind, OpenError, RusbInterrupt, RusbTransport};
+use crate::ccid::usb::{self, OpenError, RusbInterrupt, RusbTransport};
 
 /// What the manager knows about an opened CCID interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,9 +116,7 @@ impl Discovery for UsbDiscovery {
 }
 
 fn open_usb(dev: &rusb::Device<rusb::Context>, info: &usb::CcidInterface) -> Result<OpenedDevice, OpenError> {
-    if let InterfaceKind::Iccd(p) = info.kind {
-        return Err(OpenError::Unsupported(format!("ICCD (bInterfaceProtocol {p}) is not implemented")));
-    }
+    let kind = info.kind;
     let descriptor = match &info.descriptor {
         Ok(d) => d.clone(),
         Err(e) => return Err(OpenError::Unsupported(e.to_string())),
@@ -139,7 +137,9 @@ fn open_usb(dev: &rusb::Device<rusb::Context>, info: &usb::CcidInterface) -> Res
         descriptor,
     };
     let interrupt = t.interrupt_reader().map(|r| Box::new(UsbInterrupt(r)) as Box<dyn InterruptSource>);
-    Ok(OpenedDevice { info, transport: Box::new(t), interrupt })
+    // ICCD tokens (control pipe) get the adapter and the descriptor the driver works from.
+    let (descriptor, transport) = crate::ccid::iccd::adapt(kind, info.descriptor, t)?;
+    Ok(OpenedDevice { info: DeviceInfo { descriptor, ..info }, transport, interrupt })
 }
 
 struct UsbInterrupt(RusbInterrupt);

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant};
 
+use pcsc_bridge_tests::card::cmd::{echo, select_ok, SELECT};
 use pcsc_bridge_tests::card::{self, Card};
 use pcsc_proto::client::{ClientConfig, Context, ReaderStateQuery};
 use pcsc_proto::consts::{
@@ -21,10 +22,10 @@ use super::names::FriendlyNames;
 use super::simulated::{self, T0_ATR};
 use super::{features, ServeConfig, UsbBackend};
 use crate::ccid::message::msg_type;
-use crate::ccid::sim::{Fault, SimReader};
+use crate::ccid::quirks::{DriverOptions, Quirks};
+use crate::ccid::sim::{profiles, Fault, PinEntry, SimReader};
 
 const QEMU_NAME: &str = "Gemalto Gemplus USB SmartCard Reader 433-Swap [CCID Interface] (PCSCBRIDGE01) 00 00";
-const SELECT: [u8; 12] = [0x00, 0xA4, 0x04, 0x00, 0x07, 0xA0, 0x00, 0x00, 0x05, 0x27, 0x21, 0x01];
 
 struct Rig {
     dir: PathBuf,
@@ -101,31 +102,6 @@ fn transmit(c: &Context, card: u32, proto: u32, apdu: &[u8]) -> Result<Vec<u8>, 
     let t = c.transmit(card, (proto, 16), apdu, None, &mut buf);
     t.rv.ok()?;
     Ok(buf[..t.len].to_vec())
-}
-
-fn select_ok() -> Vec<u8> {
-    let mut v = card::FCI.to_vec();
-    v.extend_from_slice(&[0x90, 0x00]);
-    v
-}
-
-/// ECHO (`80 01`) of `n` bytes, short (n ≤ 255) or extended, with Le = 0.
-fn echo(n: usize, extended: bool) -> (Vec<u8>, Vec<u8>) {
-    let data: Vec<u8> = (0..n).map(|i| (i * 7 + 3) as u8).collect();
-    let mut apdu = vec![0x80, 0x01, 0x00, 0x00];
-    if extended {
-        apdu.push(0);
-        apdu.extend_from_slice(&(n as u16).to_be_bytes());
-        apdu.extend_from_slice(&data);
-        apdu.extend_from_slice(&[0, 0]);
-    } else {
-        apdu.push(n as u8);
-        apdu.extend_from_slice(&data);
-        apdu.push(0);
-    }
-    let mut resp = data;
-    resp.extend_from_slice(&[0x90, 0x00]);
-    (apdu, resp)
 }
 
 fn eventually(what: &str, mut f: impl FnMut() -> bool) {
@@ -410,7 +386,7 @@ fn controls_and_attributes() {
     );
     assert_eq!(
         control(features::GET_TLV_PROPERTIES, &[]).unwrap(),
-        features::tlv_properties(&sim(&h).desc, 0x08E6, 0x4433)
+        features::tlv_properties(&sim(&h).desc, &Quirks::for_device(0x08E6, 0x4433, 0), None)
     );
     assert_eq!(control(features::IFD_PIN_PROPERTIES, &[]).unwrap(), [0, 0, 7, 0]);
     // QEMU claims a pinpad but answers Secure (and Escape) "failed".
@@ -458,6 +434,75 @@ fn controls_and_attributes() {
     let r = c.control(d, pcsc_proto::consts::CM_IOCTL_GET_FEATURE_REQUEST, &[], &mut buf);
     assert_eq!((r.rv, r.len), (Rv::SUCCESS, 18));
     assert_eq!(c.get_attrib(d, attr::ICC_PRESENCE, 264).unwrap().data, [0]);
+}
+
+/// PC/SC part 10 `PIN_VERIFY_STRUCTURE` for VERIFY `00 20 00 81 06` + a 6-byte ASCII block.
+fn pin_verify_structure() -> Vec<u8> {
+    let apdu = [0x00, 0x20, 0x00, 0x81, 0x06, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF];
+    let mut v = vec![30, 0, 0x82, 0x06, 0x00, 0x08, 0x04, 0x02, 0x01, 0x09, 0x04, 0x00, 0, 0, 0];
+    v.extend_from_slice(&(apdu.len() as u32).to_le_bytes());
+    v.extend_from_slice(&apdu);
+    v
+}
+
+/// `PIN_MODIFY_STRUCTURE` for CHANGE REFERENCE DATA `00 24 00 81 0C` (current PIN at 0, new at
+/// 6, confirmation, three messages: bTeoPrologue after bMsgIndex3).
+fn pin_modify_structure() -> Vec<u8> {
+    let mut apdu = vec![0x00, 0x24, 0x00, 0x81, 0x0C];
+    apdu.extend_from_slice(&[0xFF; 12]);
+    let mut v =
+        vec![30, 0, 0x82, 0x06, 0x00, 0x00, 0x06, 0x08, 0x04, 0x03, 0x02, 0x03, 0x09, 0x04, 0x00, 0x01, 0x02, 0, 0, 0];
+    v.extend_from_slice(&(apdu.len() as u32).to_le_bytes());
+    v.extend_from_slice(&apdu);
+    v
+}
+
+#[test]
+fn pin_entry_on_a_tpdu_t1_pinpad() {
+    let rig = Rig::new();
+    let h = rig.plug_reader("tpdu", 0, SimReader::new(profiles::tpdu_pinpad(), Box::new(Card::new()), &card::ATR));
+    let c = rig.ctx(Version::V4_4);
+    let name = c.list_readers().unwrap()[0].clone();
+    let (card, p) = c.connect(&name, share::SHARED, protocol::ANY).unwrap();
+    assert_eq!(p, protocol::T1);
+    let control = |code: u32, data: &[u8]| {
+        let mut buf = [0u8; 300];
+        let r = c.control(card, code, data, &mut buf);
+        r.rv.ok().map(|()| buf[..r.len].to_vec())
+    };
+    let features = control(pcsc_proto::consts::CM_IOCTL_GET_FEATURE_REQUEST, &[]).unwrap();
+    assert_eq!(features[..12], [0x06, 4, 0x42, 0x33, 0x00, 0x06, 0x07, 4, 0x42, 0x33, 0x00, 0x07]);
+    let typed = |pin: &[u8], new: &[u8]| sim(&h).pinpad = PinEntry::Types { pin: pin.to_vec(), new: new.to_vec() };
+    assert_eq!(transmit(&c, card, p, &SELECT).unwrap(), select_ok());
+    typed(b"123456", b"");
+    assert_eq!(control(features::VERIFY_PIN_DIRECT, &pin_verify_structure()).unwrap(), [0x90, 0x00]);
+    // Transmits after the PIN block go on in step with the card.
+    let (apdu, resp) = echo(255, false);
+    assert_eq!(transmit(&c, card, p, &apdu).unwrap(), resp);
+    typed(b"000000", b"");
+    assert_eq!(control(features::VERIFY_PIN_DIRECT, &pin_verify_structure()).unwrap(), [0x63, 0xC2]);
+    typed(b"123456", b"654321");
+    assert_eq!(control(features::MODIFY_PIN_DIRECT, &pin_modify_structure()).unwrap(), [0x90, 0x00]);
+    assert_eq!(transmit(&c, card, p, &SELECT).unwrap(), select_ok());
+    // 8 digits do not fit the 6-byte PIN block: the reader blames the field, nothing reaches
+    // the card, and the sequence numbers stay as they were.
+    typed(b"87654321", b"");
+    assert_eq!(control(features::VERIFY_PIN_DIRECT, &pin_verify_structure()), Err(Rv::E_NOT_TRANSACTED));
+    let verify_new = [0x00, 0x20, 0x00, 0x81, 0x06, b'6', b'5', b'4', b'3', b'2', b'1'];
+    assert_eq!(transmit(&c, card, p, &verify_new).unwrap(), [0x90, 0x00]);
+    // Nobody types: `64 00`, and the next transmit still works.
+    sim(&h).pinpad = PinEntry::Timeout;
+    assert_eq!(control(features::VERIFY_PIN_DIRECT, &pin_verify_structure()).unwrap(), [0x64, 0x00]);
+    assert_eq!(transmit(&c, card, p, &SELECT).unwrap(), select_ok());
+    // The card asks for more time while checking the PIN.
+    sim(&h).fault(0, &[Fault::CardWtx(3)]);
+    typed(b"654321", b"");
+    assert_eq!(control(features::VERIFY_PIN_DIRECT, &pin_verify_structure()).unwrap(), [0x90, 0x00]);
+    assert_eq!(sim(&h).log.bwi.last(), Some(&3));
+    assert_eq!(transmit(&c, card, p, &SELECT).unwrap(), select_ok());
+    // Each PIN APDU that reached the card went in one reader-built block.
+    assert_eq!(sim(&h).log.pin_blocks.len(), 4);
+    c.disconnect(card, disposition::LEAVE).unwrap();
 }
 
 #[test]
@@ -704,4 +749,245 @@ fn reader_held_by_another_program_is_left_alone() {
     rig.sim.set_busy(&h, false);
     rig.backend.rescan();
     assert_eq!(rig.backend.reader_names(), [QEMU_NAME]);
+}
+
+#[test]
+fn iccd_tokens_version_a_and_b() {
+    use crate::ccid::iccd::sim::SimIccd;
+    use crate::ccid::iccd::{self, request, IccdTransport, Version as Iccd};
+    use crate::ccid::sim::{T0_ONLY_ATR, T1_ONLY_ATR};
+    use std::sync::Mutex;
+    let rig = Rig::new();
+    let mut tokens = Vec::new();
+    for (n, version) in [(0u8, Iccd::A), (1, Iccd::B)] {
+        let token = match version {
+            Iccd::A => SimIccd::version_a(Box::new(Card::new())),
+            Iccd::B => SimIccd::version_b(Box::new(Card::new())),
+        };
+        let desc = iccd::driver_descriptor(version, &token.desc);
+        let token = Arc::new(Mutex::new(token));
+        let level = if version == Iccd::A { "iccd-a" } else { "iccd-b" };
+        let transport = Arc::new(Mutex::new(IccdTransport::open(token.clone(), version)));
+        rig.sim.plug_transport(simulated::info(level, n, desc), transport, false);
+        tokens.push(token);
+    }
+    rig.backend.rescan();
+    let c = rig.ctx(Version::V4_4);
+    let names: Vec<String> = c.list_readers().unwrap().into_iter().map(|r| String::from_utf8(r).unwrap()).collect();
+    assert_eq!(names, ["pcsc-bridge Simulated iccd-a reader 00 00", "pcsc-bridge Simulated iccd-b reader 01 00"]);
+    // The card is there and powered from the start, like any card present at start.
+    let st = states(&c);
+    assert_eq!((st[0].state, st[0].atr()), (cs::PRESENT | cs::POWERED | cs::NEGOTIABLE, &T0_ONLY_ATR[..]));
+    assert_eq!((st[1].state, st[1].atr()), (cs::PRESENT | cs::POWERED | cs::NEGOTIABLE, &T1_ONLY_ATR[..]));
+
+    // Version A: a T=0 token; the client does GET RESPONSE itself.
+    let (a, p) = c.connect(names[0].as_bytes(), share::SHARED, protocol::ANY).unwrap();
+    assert_eq!(p, protocol::T0);
+    assert_eq!(transmit(&c, a, p, &SELECT).unwrap(), [0x61, 0x10]);
+    assert_eq!(transmit(&c, a, p, &[0x00, 0xC0, 0x00, 0x00, 0x10]).unwrap(), select_ok());
+    let rb = transmit(&c, a, p, &[0x00, 0xB0, 0x00, 0x00, 0x00]).unwrap();
+    assert_eq!((rb.len(), &rb[256..]), (258, &[0x90, 0x00][..]));
+    c.disconnect(a, disposition::LEAVE).unwrap();
+
+    // Version B: T=1, extended APDUs chained both ways over the control pipe.
+    let (b, q) = c.connect(names[1].as_bytes(), share::SHARED, protocol::ANY).unwrap();
+    assert_eq!(q, protocol::T1);
+    assert_eq!(transmit(&c, b, q, &SELECT).unwrap(), select_ok());
+    let (apdu, resp) = echo(5000, true);
+    assert_eq!(transmit(&c, b, q, &apdu).unwrap(), resp);
+    c.disconnect(b, disposition::RESET).unwrap();
+
+    // No interrupt endpoint: presence is polled with the tokens' status requests.
+    let polls = |t: &Arc<Mutex<SimIccd>>, code: u8| {
+        t.lock().unwrap_or_else(|p| p.into_inner()).log.requests.iter().filter(|r| r.1 == code).count()
+    };
+    let (a0, b0) = (polls(&tokens[0], request::GET_ICC_STATUS), polls(&tokens[1], request::SLOT_STATUS));
+    eventually("status polls", || {
+        polls(&tokens[0], request::GET_ICC_STATUS) > a0 && polls(&tokens[1], request::SLOT_STATUS) > b0
+    });
+    let st = states(&c);
+    assert!(st.iter().all(|r| r.state & cs::PRESENT != 0));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-reader special cases (ccid/quirks.rs) as clients see them.
+
+/// Plugs `r` in as the device `vid:pid` with firmware `bcd` (so its quirks apply) and rescans.
+fn plug_as(rig: &Rig, n: u8, (vid, pid, bcd): (u16, u16, u16), r: SimReader) -> SimHandle {
+    let info = super::discovery::DeviceInfo {
+        vendor_id: vid,
+        product_id: pid,
+        bcd_device: bcd,
+        ..simulated::info("tpdu", n, r.desc.clone())
+    };
+    let h = rig.sim.plug(info, r);
+    rig.backend.rescan();
+    h
+}
+
+/// `SCardControl` on a direct connection to `name`.
+fn control_on(c: &Context, name: &str, code: u32, data: &[u8]) -> Result<Vec<u8>, Rv> {
+    let (h, _) = c.connect(name.as_bytes(), share::DIRECT, 0).unwrap();
+    let mut buf = [0u8; 300];
+    let r = c.control(h, code, data, &mut buf);
+    c.disconnect(h, disposition::LEAVE).unwrap();
+    r.rv.ok().map(|()| buf[..r.len].to_vec())
+}
+
+fn with_pinpad(desc: crate::ccid::descriptor::CcidDescriptor) -> crate::ccid::descriptor::CcidDescriptor {
+    crate::ccid::descriptor::CcidDescriptor { pin_support: crate::ccid::descriptor::PinSupport(3), ..desc }
+}
+
+#[test]
+fn omnikey_3x21_fake_pinpad_and_forced_extended_level() {
+    const TLV_ONLY: [u8; 6] = [0x12, 4, 0x42, 0x33, 0x00, 0x12];
+    let rig = Rig::new();
+    // The same short-APDU reader claiming a pinpad, as an unknown device and as an OMNIKEY 3x21.
+    let reader = || SimReader::new(with_pinpad(profiles::short_apdu()), Box::new(Card::new()), &card::ATR);
+    plug_as(&rig, 0, (0xF1D0, 0x0100, 0x0100), reader());
+    plug_as(&rig, 1, (0x076B, 0x3031, 0x0101), reader());
+    let names = rig.backend.reader_names();
+    let c = rig.ctx(Version::V4_4);
+    let features = control_on(&c, &names[0], pcsc_proto::consts::CM_IOCTL_GET_FEATURE_REQUEST, &[]).unwrap();
+    assert_eq!(features[..12], [0x06, 4, 0x42, 0x33, 0x00, 0x06, 0x07, 4, 0x42, 0x33, 0x00, 0x07]);
+    // The OMNIKEY lists no PIN features (libccid clears bPINSupport) and refuses them.
+    assert_eq!(control_on(&c, &names[1], pcsc_proto::consts::CM_IOCTL_GET_FEATURE_REQUEST, &[]).unwrap(), TLV_ONLY);
+    let verify = [0u8; 30];
+    assert_eq!(control_on(&c, &names[1], features::VERIFY_PIN_DIRECT, &verify), Err(Rv::E_UNSUPPORTED_FEATURE));
+    // Its level is extended APDU: dwMaxAPDUDataSize 65 536 instead of 0.
+    let tlv = |name: &str| control_on(&c, name, features::GET_TLV_PROPERTIES, &[]).unwrap();
+    assert!(tlv(&names[0]).ends_with(&[0x0A, 4, 0, 0, 0, 0]));
+    assert!(tlv(&names[1]).ends_with(&[0x0A, 4, 0, 0, 1, 0]));
+    let (card, p) = c.connect(names[1].as_bytes(), share::SHARED, protocol::ANY).unwrap();
+    assert_eq!(transmit(&c, card, p, &SELECT).unwrap(), select_ok());
+}
+
+#[test]
+fn reader_with_refused_firmware_is_not_opened() {
+    let rig = Rig::new();
+    let reader = || simulated::reader("tpdu").unwrap();
+    // SCM SCR331 firmware 5.15: libccid refuses it (5.16 and later work).
+    let old = plug_as(&rig, 0, (0x04E6, 0xE001, 0x0515), reader());
+    assert!(rig.backend.reader_names().is_empty());
+    // Refused before any command.
+    assert!(sim(&old).log.commands.is_empty());
+    plug_as(&rig, 1, (0x04E6, 0xE001, 0x0516), reader());
+    assert_eq!(rig.backend.reader_names().len(), 1);
+    // With driver option 0x04 the old firmware is used too.
+    let accept = DriverOptions(DriverOptions::ACCEPT_BOGUS_FIRMWARE);
+    let rig = Rig::with(ServeConfig { driver_options: accept, ..test_config() });
+    plug_as(&rig, 0, (0x04E6, 0xE001, 0x0515), reader());
+    assert_eq!(rig.backend.reader_names().len(), 1);
+}
+
+#[test]
+fn gemalto_firmware_features_shape_the_pin_properties() {
+    let rig = Rig::new();
+    let mut features = [0u8; 21];
+    features[3] = 0x02; // bEntryValidationCondition: validation key only
+    features[8] = 0x04; // bNumberMessage bug fixed
+    features[13] = 4; // PIN sizes
+    features[14] = 12;
+    let mut r = SimReader::new(with_pinpad(profiles::short_apdu()), Box::new(Card::new()), &card::ATR);
+    r.quirks.escape_answers = vec![(vec![0x6A], features.to_vec()), (vec![0x02], b"GemPC V2.00".to_vec())];
+    let h = plug_as(&rig, 0, (0x08E6, 0x34C3, 0x0200), r);
+    let name = rig.backend.reader_names().remove(0);
+    // Escape 6A was sent at open, after the first GetSlotStatus.
+    let types: Vec<u8> = sim(&h).log.commands.iter().map(|m| m[0]).collect();
+    assert_eq!(types[..3], [msg_type::GET_SLOT_STATUS, msg_type::ESCAPE, msg_type::ICC_POWER_ON]);
+    assert_eq!(sim(&h).log.commands[1][10..], [0x6A]);
+    let c = rig.ctx(Version::V4_4);
+    let mut tlv = vec![0x01, 2, 0, 0, 0x03, 1, 0, 0x08, 11];
+    tlv.extend_from_slice(b"GemPC V2.00");
+    tlv.extend_from_slice(&[0x06, 1, 4, 0x07, 1, 12, 0x02, 1, 2, 0x09, 1, 0, 0x0B, 2, 0xE6, 0x08, 0x0C, 2, 0xC3, 0x34]);
+    tlv.extend_from_slice(&[0x0A, 4, 0, 0, 0, 0]);
+    assert_eq!(control_on(&c, &name, features::GET_TLV_PROPERTIES, &[]).unwrap(), tlv);
+    assert_eq!(control_on(&c, &name, features::IFD_PIN_PROPERTIES, &[]).unwrap(), [0, 0, 2, 0]);
+    assert_eq!(control_on(&c, &name, ctl_code(1), &[0x02]).unwrap(), b"GemPC V2.00");
+    assert_eq!(control_on(&c, &name, ctl_code(1), &[0x6A]), Err(Rv::E_NOT_TRANSACTED));
+    // A verification asking for validation conditions 1|2|4 goes out with the supported one.
+    let (card, _) = c.connect(name.as_bytes(), share::SHARED, protocol::ANY).unwrap();
+    let mut verify = pin_verify_structure();
+    verify[7] = 0x07;
+    let mut buf = [0u8; 64];
+    c.control(card, features::VERIFY_PIN_DIRECT, &verify, &mut buf);
+    let secure = sim(&h).log.commands.iter().rev().find(|m| m[0] == msg_type::SECURE).cloned().unwrap();
+    assert_eq!((secure[10], secure[10 + 7]), (0x00, 0x02));
+}
+
+#[test]
+fn qemu_reader_gets_the_gemalto_escape_and_nothing_changes() {
+    let rig = Rig::new();
+    let h = rig.plug("qemu", 0);
+    // libccid sends Escape 6A to every Gemalto-VID reader; QEMU refuses it.
+    let log: Vec<Vec<u8>> = sim(&h).log.commands.clone();
+    assert_eq!(log[0][0], msg_type::GET_SLOT_STATUS);
+    assert_eq!((log[1][0], &log[1][10..]), (msg_type::ESCAPE, &[0x6A][..]));
+    assert_eq!(log[2][0], msg_type::ICC_POWER_ON);
+    let c = rig.ctx(Version::V4_4);
+    assert_eq!(
+        control_on(&c, QEMU_NAME, pcsc_proto::consts::CM_IOCTL_GET_FEATURE_REQUEST, &[]).unwrap(),
+        [0x06, 4, 0x42, 0x33, 0x00, 0x06, 0x0A, 4, 0x42, 0x33, 0x00, 0x0A, 0x12, 4, 0x42, 0x33, 0x00, 0x12]
+    );
+    // ccid.md §7.4's example, byte for byte (the sFirmwareID Escape fails on QEMU).
+    assert_eq!(
+        control_on(&c, QEMU_NAME, features::GET_TLV_PROPERTIES, &[]).unwrap(),
+        [0x01, 2, 0, 0, 0x03, 1, 0, 0x09, 1, 0, 0x0B, 2, 0xE6, 0x08, 0x0C, 2, 0x33, 0x44, 0x0A, 4, 0, 0, 1, 0]
+    );
+    assert_eq!(control_on(&c, QEMU_NAME, features::IFD_PIN_PROPERTIES, &[]).unwrap(), [0, 0, 7, 0]);
+    let (card, p) = c.connect(QEMU_NAME.as_bytes(), share::SHARED, protocol::ANY).unwrap();
+    assert_eq!(transmit(&c, card, p, &SELECT).unwrap(), select_ok());
+}
+
+#[test]
+fn kobil_readers() {
+    let rig = Rig::new();
+    // IDToken: the driver answers the token's identification APDUs.
+    let idtoken = plug_as(&rig, 0, (0x0D46, 0x301D, 0x0110), simulated::reader("tpdu").unwrap());
+    // TriBank: Secoder MCT interface, short APDUs whatever the descriptor says.
+    let tribank = SimReader::new(profiles::extended(3072), Box::new(Card::new()), &card::ATR);
+    plug_as(&rig, 1, (0x0D46, 0x3010, 0x0100), tribank);
+    let names = rig.backend.reader_names();
+    let c = rig.ctx(Version::V4_4);
+    let (card, p) = c.connect(names[0].as_bytes(), share::SHARED, protocol::ANY).unwrap();
+    assert_eq!(transmit(&c, card, p, &[0xFF, 0x9A, 0x01, 0x01, 0x00]).unwrap(), b"KOBIL systems\x90\x00");
+    assert_eq!(transmit(&c, card, p, &[0xFF, 0x9A, 0x01, 0x06, 0x00]).unwrap(), b"1.10\x90\x00");
+    assert!(sim(&idtoken).log.apdus.iter().all(|a| a[0] != 0xFF));
+    // Every power-on of the IDToken is preceded by a power-off.
+    let types: Vec<u8> = sim(&idtoken).log.commands.iter().map(|m| m[0]).collect();
+    for (i, t) in types.iter().enumerate().filter(|(_, t)| **t == msg_type::ICC_POWER_ON) {
+        assert_eq!(types[i - 1], msg_type::ICC_POWER_OFF, "{types:x?} ({t})");
+    }
+    let features = control_on(&c, &names[1], pcsc_proto::consts::CM_IOCTL_GET_FEATURE_REQUEST, &[]).unwrap();
+    assert_eq!(features, [0x08, 4, 0x42, 0x33, 0x00, 0x08, 0x12, 4, 0x42, 0x33, 0x00, 0x12]);
+    // The simulated reader echoes escapes.
+    let mct = [0x20, 0x70, 0x00, 0x00, 0x00];
+    assert_eq!(control_on(&c, &names[1], features::MCT_READER_DIRECT, &mct).unwrap(), mct);
+    assert_eq!(
+        control_on(&c, &names[1], features::MCT_READER_DIRECT, &[0x20, 0x75, 0, 0, 0]),
+        Err(Rv::E_NOT_TRANSACTED)
+    );
+    let tlv = control_on(&c, &names[1], features::GET_TLV_PROPERTIES, &[]).unwrap();
+    assert!(tlv.ends_with(&[0x0A, 4, 0, 0, 0, 0]), "{tlv:x?}");
+}
+
+#[test]
+fn spr532_gets_its_escape_before_a_case1_verification() {
+    let rig = Rig::new();
+    let r = SimReader::new(with_pinpad(profiles::short_apdu()), Box::new(Card::new()), &card::ATR);
+    let h = plug_as(&rig, 0, (0x04E6, 0xE003, 0x0600), r);
+    let name = rig.backend.reader_names().remove(0);
+    let c = rig.ctx(Version::V4_4);
+    let (card, _) = c.connect(name.as_bytes(), share::SHARED, protocol::ANY).unwrap();
+    // VERIFY 00 20 00 81 (case 1), no PIN length insertion (bmPINBlockString 0).
+    let mut verify = vec![30, 0, 0x82, 0x00, 0x00, 0x08, 0x04, 0x02, 0x01, 0x09, 0x04, 0x00, 0, 0, 0];
+    verify.extend_from_slice(&4u32.to_le_bytes());
+    verify.extend_from_slice(&[0x00, 0x20, 0x00, 0x81]);
+    let mut buf = [0u8; 64];
+    c.control(card, features::VERIFY_PIN_DIRECT, &verify, &mut buf);
+    let log = sim(&h).log.commands.clone();
+    let secure = log.iter().rposition(|m| m[0] == msg_type::SECURE).unwrap();
+    assert_eq!((log[secure - 1][0], &log[secure - 1][10..]), (msg_type::ESCAPE, &[0x80, 0x02, 0x00][..]));
+    // A fresh bSeq for the Secure, after the Escape's.
+    assert_eq!(log[secure][6], log[secure - 1][6].wrapping_add(1));
 }
