@@ -371,7 +371,7 @@ impl UsbBackend {
 
     /// Bring-up of a freshly opened interface (ccid.md §2.10) and publication of its readers.
     fn add_device(&self, key: &str, dev: OpenedDevice) -> Result<(), String> {
-        let OpenedDevice { mut info, transport, mut interrupt } = dev;
+        let OpenedDevice { mut info, transport, interrupt } = dev;
         let label = info.label();
         // The reader's special cases (ccid/quirks.rs): refused firmware, descriptor fixes.
         let mut quirks =
@@ -405,10 +405,9 @@ impl UsbBackend {
                     .map_err(|e| format!("reader {label} not used: {e}"))?,
             );
         }
-        // A notification left from before, and answers left by a previous owner.
-        if let Some(i) = interrupt.as_mut() {
-            let _ = i.wait(Duration::from_millis(100));
-        }
+        // Answers a previous owner left in the bulk pipe. A notification left from before is not
+        // waited for (that cost 100 ms of every start): it reports the slot as it is now, and the
+        // first "present, changed" is never taken for a swap (`notified_present` starts unknown).
         slots[0].ccid().drain(Duration::from_millis(10), 8);
         std::thread::sleep(quirks.open_delay());
         let mut initial = Vec::with_capacity(count);

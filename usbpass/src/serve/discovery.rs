@@ -96,8 +96,15 @@ pub struct UsbDiscovery;
 
 impl Discovery for UsbDiscovery {
     fn scan(&self) -> Result<Vec<Candidate>, String> {
+        let t0 = std::time::Instant::now();
         let ctx = usb::context().map_err(|e| format!("libusb: {e}"))?;
+        let t1 = std::time::Instant::now();
         let found = usb::discover(&ctx).map_err(|e| format!("listing USB devices: {e}"))?;
+        tracing::debug!(
+            init_us = (t1 - t0).as_micros() as u64,
+            list_us = t1.elapsed().as_micros() as u64,
+            "USB devices listed"
+        );
         Ok(found
             .into_iter()
             .map(|(dev, info)| {
@@ -121,7 +128,9 @@ fn open_usb(dev: &rusb::Device<rusb::Context>, info: &usb::CcidInterface) -> Res
         Ok(d) => d.clone(),
         Err(e) => return Err(OpenError::Unsupported(e.to_string())),
     };
+    let t0 = std::time::Instant::now();
     let t = RusbTransport::open(dev, info)?;
+    let t1 = std::time::Instant::now();
     let info = DeviceInfo {
         bus: info.bus,
         address: info.address,
@@ -136,6 +145,11 @@ fn open_usb(dev: &rusb::Device<rusb::Context>, info: &usb::CcidInterface) -> Res
         interface_name: t.unicode_string(info.interface_string),
         descriptor,
     };
+    tracing::debug!(
+        open_us = (t1 - t0).as_micros() as u64,
+        strings_us = t1.elapsed().as_micros() as u64,
+        "reader opened"
+    );
     let interrupt = t.interrupt_reader().map(|r| Box::new(UsbInterrupt(r)) as Box<dyn InterruptSource>);
     // ICCD tokens (control pipe) get the adapter and the descriptor the driver works from.
     let (descriptor, transport) = crate::ccid::iccd::adapt(kind, info.descriptor, t)?;
