@@ -144,17 +144,39 @@ pub(crate) struct Conn<'a, B: Backend> {
     inpos: usize,
 }
 
-/// Serves `stream` until the connection ends.
-pub(crate) fn run<B: Backend>(shared: &Shared<B>, stream: UnixStream) {
+/// A connection registered with the server but not served yet.
+pub struct Accepted {
+    me: Arc<ConnShared>,
+    stream: UnixStream,
+    wake_rx: UnixStream,
+}
+
+impl Accepted {
+    /// The connection's id (to forget it if it cannot be served: [`super::Server::forget`]).
+    pub fn id(&self) -> super::registry::ConnId {
+        self.me.id
+    }
+}
+
+/// Registers `stream` (from then on `Server::disconnect_all` reaches it), on the thread that
+/// accepted it: a connection accepted just before a `disconnect_all` cannot slip through it.
+pub(crate) fn register<B: Backend>(shared: &Shared<B>, stream: UnixStream) -> Option<Accepted> {
     let id = shared.registry.next_id();
     let (me, wake_rx) = match ConnShared::new(id, stream.try_clone().ok()) {
         Ok(x) => x,
         Err(e) => {
             tracing::warn!(error = %e, "cannot set up a connection");
-            return;
+            return None;
         }
     };
     shared.registry.add(me.clone());
+    Some(Accepted { me, stream, wake_rx })
+}
+
+/// Serves a registered connection until it ends.
+pub(crate) fn run<B: Backend>(shared: &Shared<B>, accepted: Accepted) {
+    let Accepted { me, stream, wake_rx } = accepted;
+    let id = me.id;
     let mut conn = Conn {
         shared,
         me,

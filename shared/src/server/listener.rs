@@ -210,7 +210,14 @@ impl Listener {
                 tracing::warn!(max = self.cfg.max_connections, "too many connections; closing the new one");
                 continue;
             }
-            let server = server.clone();
+            // Registered here, so that once `stop` has returned every accepted connection is
+            // known to `Server::disconnect_all`.
+            let Some(accepted) = server.accept(stream) else {
+                active.fetch_sub(1, Ordering::SeqCst);
+                continue;
+            };
+            let id = accepted.id();
+            let server2 = server.clone();
             let count = active.clone();
             let spawned =
                 std::thread::Builder::new().name("pcsc-conn".into()).stack_size(256 * 1024).spawn(move || {
@@ -222,9 +229,10 @@ impl Listener {
                     }
                     let _release = Release(count);
                     tracing::debug!(uid = cred.uid, pid = cred.pid, "client connected");
-                    server.serve(stream);
+                    server2.serve_accepted(accepted);
                 });
             if let Err(e) = spawned {
+                server.forget(id);
                 active.fetch_sub(1, Ordering::SeqCst);
                 tracing::warn!(error = %e, "cannot start a connection thread");
             }

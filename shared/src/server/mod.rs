@@ -22,6 +22,7 @@
 pub mod backend;
 mod commands;
 mod connection;
+pub use connection::Accepted;
 pub mod fuzz;
 pub mod listener;
 pub mod mock;
@@ -122,7 +123,26 @@ impl<B: Backend> Server<B> {
     /// Serves one client connection until it ends (EOF, error, or the client
     /// being cut off). Blocks; run it on the connection's own thread.
     pub fn serve(&self, stream: UnixStream) {
-        connection::run(&self.shared, stream);
+        if let Some(a) = self.accept(stream) {
+            self.serve_accepted(a);
+        }
+    }
+
+    /// Registers a new connection (the first half of [`Server::serve`]): call it on the
+    /// accepting thread, then [`Server::serve_accepted`] on the connection's own.
+    pub fn accept(&self, stream: UnixStream) -> Option<connection::Accepted> {
+        connection::register(&self.shared, stream)
+    }
+
+    /// Forgets a connection [`Server::accept`] registered that will not be served (its thread
+    /// could not start).
+    pub fn forget(&self, id: registry::ConnId) {
+        self.shared.registry.remove(id, None, std::iter::empty());
+    }
+
+    /// Serves a connection [`Server::accept`] registered, until it ends.
+    pub fn serve_accepted(&self, accepted: connection::Accepted) {
+        connection::run(&self.shared, accepted);
     }
 
     /// Closes every client connection (their contexts are released as if the
