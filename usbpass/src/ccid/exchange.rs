@@ -8,7 +8,7 @@
 //! | short APDU | one XfrBlock (≤ `dwMaxCCIDMessageLength − 10`), same response-chaining loop (some firmware chains anyway) |
 //! | TPDU, T=1 | the block protocol of [`super::t1`], one block per XfrBlock |
 //! | TPDU, T=0 | [`super::t0`]: pass-through by default |
-//! | character | refused ([`ExchangeError::UnsupportedLevel`]) |
+//! | character | [`super::character`]: T=0 procedure bytes run by the host under [`super::t0`], T=1 blocks of [`super::t1`] read prologue first |
 //!
 //! [`Slot::secure`] (PIN entry on a pinpad) is one `PC_to_RDR_Secure` at every level except
 //! TPDU with T=1, where the reader builds an I-block for us: the T=1 engine fills in its
@@ -19,6 +19,7 @@
 //! `IFDHSetProtocolParameters` ([`Slot::set_protocol`]).
 
 use super::atr::{self, Atr, AtrError, Protocol, Protocols};
+use super::character::{CcidChars, T0OverChars, T1OverChars};
 use super::descriptor::{CcidDescriptor, ExchangeLevel};
 use super::device::{self, Ccid, CcidError, Op};
 use super::message::{
@@ -78,7 +79,7 @@ impl Default for ExchangeOptions {
 pub enum ExchangeError {
     /// A CCID command failed while doing `op`.
     Ccid { op: Op, source: CcidError },
-    /// The reader's exchange level is character (or undefined): not implemented.
+    /// The reader's exchange level is undefined (`dwFeatures & 0x70000` not a known value).
     UnsupportedLevel(Option<ExchangeLevel>),
     /// No card is powered (power it up first).
     NotPowered,
@@ -210,7 +211,7 @@ impl<T: Transport> fmt::Debug for Slot<T> {
 }
 
 impl<T: Transport> Slot<T> {
-    /// Character-level and undefined-level readers are refused.
+    /// Undefined-level readers are refused.
     pub fn new(transport: T, desc: CcidDescriptor, slot: u8, opts: ExchangeOptions) -> Result<Self, ExchangeError> {
         let max = Self::message_limit(&desc);
         Self::from_ccid(Ccid::new(transport, max), desc, slot, opts)
@@ -225,7 +226,7 @@ impl<T: Transport> Slot<T> {
         opts: ExchangeOptions,
     ) -> Result<Self, ExchangeError> {
         let level = match desc.level() {
-            Some(l @ (ExchangeLevel::Tpdu | ExchangeLevel::ShortApdu | ExchangeLevel::ExtendedApdu)) => l,
+            Some(l) => l,
             other => return Err(ExchangeError::UnsupportedLevel(other)),
         };
         Ok(Slot { ccid, desc, level, slot, opts, card: None, powered_up: true })
@@ -550,9 +551,11 @@ impl<T: Transport> Slot<T> {
                 let pps1 = (fi_di != 0x11).then_some(fi_di);
                 let req = atr::pps_request(protocol, pps1);
                 let timeout = self.opts.quirks.command_timeout();
+                // A character-level reader waits for 4 characters (libccid asks that many).
+                let level = if self.level == ExchangeLevel::Character { 4 } else { 0 };
                 let answer = self
                     .ccid
-                    .transact(self.slot, &XfrBlock { bwi: 0, level: 0, data: &req }, timeout)
+                    .transact(self.slot, &XfrBlock { bwi: 0, level, data: &req }, timeout)
                     .map_err(|source| ExchangeError::Ccid { op: Op::SetProtocol, source })?;
                 fi_di = atr::pps_accepted(&req, &answer.data).ok_or(ExchangeError::PpsFailed)?;
             }
@@ -602,7 +605,9 @@ impl<T: Transport> Slot<T> {
         Ok(protocol)
     }
 
-    /// Timeouts and, at the TPDU level with T=1, the block engine and the IFSD request.
+    /// Timeouts and, at the TPDU and character levels with T=1, the block engine and the IFSD
+    /// request (libccid does neither at the character level, leaving IFSC at 32 whatever the
+    /// ATR says; the host runs the block protocol there as at the TPDU level, so it does too).
     fn activate(&mut self, atr: &Atr, protocol: Protocol) -> Result<(), ExchangeError> {
         let mut timeout = atr.timeout(protocol, self.desc.default_clock).saturating_add(self.opts.slack);
         if protocol == Protocol::T1 {
@@ -610,11 +615,21 @@ impl<T: Transport> Slot<T> {
             timeout = timeout.saturating_add(self.opts.quirks.extra_t1_timeout);
         }
         let mut t1 = None;
-        if self.level == ExchangeLevel::Tpdu && protocol == Protocol::T1 {
-            let mut engine = T1::new(atr.ifsc(), if atr.t1_uses_crc() { Edc::Crc } else { Edc::Lrc });
+        let host_t1 = matches!(self.level, ExchangeLevel::Tpdu | ExchangeLevel::Character);
+        if host_t1 && protocol == Protocol::T1 {
+            let edc = if atr.t1_uses_crc() { Edc::Crc } else { Edc::Lrc };
+            let mut engine = T1::new(atr.ifsc(), edc);
             if !self.desc.features.auto_ifsd() {
-                let mut x = CcidBlocks { ccid: &mut self.ccid, slot: self.slot, timeout };
-                engine.negotiate_ifsd(&mut x, self.desc.ifsd()).map_err(ExchangeError::Ifsd)?;
+                let (ccid, slot) = (&mut self.ccid, self.slot);
+                let r = if self.level == ExchangeLevel::Character {
+                    engine.negotiate_ifsd(
+                        &mut T1OverChars { chars: CcidChars { ccid, slot, timeout }, edc },
+                        self.desc.ifsd(),
+                    )
+                } else {
+                    engine.negotiate_ifsd(&mut CcidBlocks { ccid, slot, timeout }, self.desc.ifsd())
+                };
+                r.map_err(ExchangeError::Ifsd)?;
             }
             t1 = Some(engine);
         }
@@ -708,7 +723,20 @@ impl<T: Transport> Slot<T> {
             },
             ExchangeLevel::ShortApdu => self.xfr_apdu(apdu, false, timeout),
             ExchangeLevel::ExtendedApdu => self.xfr_apdu(apdu, true, timeout),
-            ExchangeLevel::Character => Err(ExchangeError::UnsupportedLevel(Some(ExchangeLevel::Character))),
+            ExchangeLevel::Character => {
+                let chars = CcidChars { ccid: &mut self.ccid, slot: self.slot, timeout };
+                match card.protocol {
+                    Some(Protocol::T1) => {
+                        let t1 = card.t1.as_mut().ok_or(ExchangeError::NotConnected)?;
+                        let edc = t1.edc();
+                        t1.transceive(&mut T1OverChars { chars, edc }, apdu).map_err(ExchangeError::T1)
+                    }
+                    Some(Protocol::T0) => {
+                        t0::transmit(&mut T0OverChars(chars), apdu, &self.opts.t0).map_err(ExchangeError::T0)
+                    }
+                    None => Err(ExchangeError::NotConnected),
+                }
+            }
         }
     }
 

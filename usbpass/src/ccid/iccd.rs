@@ -406,8 +406,8 @@ impl AStatus {
 ///   ICCD tokens with "automatic") and automatic parameter negotiation (no PPS nor
 ///   SetParameters: the token does that itself; every captured ICCD descriptor says so);
 /// * version A: the short-APDU level with 271-byte messages: the adapter turns one short APDU
-///   into the T=0 character exchange (the descriptors say character level, which the driver
-///   does not implement as such);
+///   into the T=0 character exchange (the descriptors say character level, but ICCD A has
+///   status polling instead of `wLevelParameter`, so `character.rs` does not apply);
 /// * version B: a short-APDU level becomes extended, as libccid does (ICCD B tokens chain
 ///   with `bResponseType`, and libccid sends even a full short APDU in 2 parts to a token
 ///   whose `dwMaxCCIDMessageLength` is 261); messages are capped at one control transfer.

@@ -6,6 +6,8 @@
 //!  exchange.rs   Slot: power-up, ATR, protocol choice, PPS, SetParameters, IFSD,
 //!                transmit(apdu) by exchange level  ─┬─ t1.rs  T=1 block state machine
 //!                                                   ├─ t0.rs  T=0 APDU → TPDU mapping
+//!                                                   ├─ character.rs  T=0 procedure bytes,
+//!                                                   │    T=1 blocks read prologue first
 //!                                                   └─ APDU levels: wLevelParameter chaining
 //!  atr.rs        ATR parsing, Fi/Di, IFSC, BWI/CWI, timeouts, PPS     apdu.rs  APDU cases
 //!  device.rs     Ccid<T>: bSeq, reassembly, ZLPs, time extensions, stale replies, abort,
@@ -28,6 +30,7 @@
 pub mod apdu;
 pub mod atr;
 mod bytes;
+pub mod character;
 pub mod descriptor;
 pub mod device;
 pub mod exchange;

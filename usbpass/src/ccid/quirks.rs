@@ -32,6 +32,9 @@
 //!   is found by `descriptor::CcidDescriptor::locate`;
 //! * `bEntryValidationCondition` 0 or > 7 becomes 2 for every reader (`serve::features`);
 //! * the `FF C2 01` pseudo-APDU timeout is [`transmit_timeout`] here.
+//! * O2Micro OZ776's lost 64-byte replies: no character-level read asks for `n` characters with
+//!   `10 + n` a multiple of 64 (`character`); libccid compiles this in for every character-level
+//!   reader, not only the OZ776 IDs, so it is not a row here.
 //! * `IOCTL_FEATURE_MCT_READER_DIRECT` is answered for every reader, as libccid's code does
 //!   ([`mct_command_ok`]); only its entry in the feature list is Kobil's ([`Quirk::Mct`]).
 //!

@@ -7,6 +7,13 @@
 //!   smaller card chunks.
 //! * **TPDU, T=0**: a card-side T=0 over TPDUs ([`CardT0`]): case 4 answered `61xx` + GET
 //!   RESPONSE, optional strict Le (`6Cxx`).
+//! * **character**: the card's characters through a reader that moves `wLevelParameter` of
+//!   them per XfrBlock ([`CardChars`]). T=0: the card answers a 5-byte header with procedure
+//!   bytes (optional NULLs, ACK for all data or `INS⊕FF` per byte, [`Quirks::char_ack`]), takes
+//!   or sends the data, ends with SW1 SW2 (`61xx` after data-in commands, `6Cxx` for a wrong
+//!   Le); it knows its commands' direction ([`CardChars::incoming`]). T=1: the card's blocks
+//!   read as the host asks (prologue, then the rest). A reply can be replaced
+//!   ([`Fault::CharReply`]); too few characters → `ICC_MUTE`.
 //! * **short APDU** and **extended APDU**: APDUs to the card, `wLevelParameter` command chaining
 //!   and `bChainParameter` response chaining; optionally a short-APDU reader that chains anyway.
 //! * **pinpad** (a descriptor with `bPINSupport`, e.g. [`profiles::tpdu_pinpad`]):
@@ -89,6 +96,8 @@ pub enum Fault {
     CardWtx(u8),
     /// T=1: before its response the card announces a new IFSC.
     CardIfs(u8),
+    /// Character level: the reader returns these characters (status OK) instead of the card's.
+    CharReply(Vec<u8>),
 }
 
 /// What the user does at a simulated pinpad on `PC_to_RDR_Secure`.
@@ -119,6 +128,11 @@ pub struct Quirks {
     pub has_interrupt: bool,
     /// T=0 card: a case-2 TPDU whose P3 differs from the data available gets `6Cxx`.
     pub t0_strict_le: bool,
+    /// Character level, T=0: NULL bytes (`60`) the card sends before each procedure byte.
+    pub char_nulls: u8,
+    /// Character level, T=0: the card's ACKs are `INS ⊕ char_ack`: `00`/`01` for all the data
+    /// at once, `FF`/`FE` for one byte at a time.
+    pub char_ack: u8,
     /// T=1 card: largest INF per I-block it sends (0: the host's IFSD).
     pub card_chunk: usize,
     /// SetParameters fails with this bError.
@@ -142,6 +156,8 @@ impl Default for Quirks {
             mps: 64,
             has_interrupt: true,
             t0_strict_le: false,
+            char_nulls: 0,
+            char_ack: 0,
             card_chunk: 0,
             set_parameters_error: None,
             pps_reject: false,
@@ -390,6 +406,117 @@ impl CardT0 {
     }
 }
 
+/// Card side of the character level (see the module documentation).
+#[derive(Debug, Clone, Default)]
+pub struct CardChars {
+    /// Characters the card has sent that the host has not read yet.
+    pub out: VecDeque<u8>,
+    /// T=0: the command header being received, then its incoming data.
+    header: Vec<u8>,
+    data: Vec<u8>,
+    /// T=0: NULLs before each procedure byte.
+    pub nulls: u8,
+    /// T=0: ACK = `INS ⊕ ack`.
+    pub ack: u8,
+}
+
+impl CardChars {
+    /// Whether the card expects data from the host after this INS (when P3 is not 0): the
+    /// commands of the project's card that carry data in (SELECT, ECHO, VERIFY, CHANGE
+    /// REFERENCE DATA, RESET RETRY COUNTER, UPDATE BINARY); a T=0 card knows this per command.
+    pub fn incoming(ins: u8) -> bool {
+        matches!(ins, 0xA4 | 0x01 | 0x20 | 0x24 | 0x2C | 0xD6)
+    }
+
+    fn one_at_a_time(&self) -> bool {
+        self.ack & 0xFE == 0xFE
+    }
+
+    /// A procedure byte (after the configured NULLs).
+    fn procedure(&mut self, b: u8) {
+        self.out.extend(std::iter::repeat_n(super::character::NULL, usize::from(self.nulls)));
+        self.out.push_back(b);
+    }
+
+    fn status(&mut self, resp: &[u8]) {
+        let [sw1, sw2] = match resp {
+            [.., a, b] => [*a, *b],
+            _ => [0x6F, 0x00],
+        };
+        self.procedure(sw1);
+        self.out.push_back(sw2);
+    }
+
+    /// T=0 characters from the host.
+    pub fn on_t0(&mut self, input: &[u8], t0: &mut CardT0, card: &mut dyn SimCard, apdus: &mut Vec<Vec<u8>>) {
+        for &b in input {
+            if self.header.len() < 5 {
+                self.header.push(b);
+                if self.header.len() == 5 {
+                    self.command(t0, card, apdus);
+                }
+                continue;
+            }
+            self.data.push(b);
+            let ins = self.header[1];
+            if self.data.len() < usize::from(self.header[4]) {
+                if self.one_at_a_time() {
+                    self.procedure(ins ^ self.ack);
+                }
+                continue;
+            }
+            let mut tpdu = std::mem::take(&mut self.header);
+            tpdu.append(&mut self.data);
+            let resp = t0.on_tpdu(&tpdu, card, apdus);
+            // Data cannot follow a data-in command at T=0: CardT0 keeps it for GET RESPONSE.
+            self.status(&resp);
+        }
+    }
+
+    /// A complete 5-byte header.
+    fn command(&mut self, t0: &mut CardT0, card: &mut dyn SimCard, apdus: &mut Vec<Vec<u8>>) {
+        let ins = self.header[1];
+        let p3 = self.header[4];
+        if matches!(ins & 0xF0, 0x60 | 0x90) {
+            self.header.clear();
+            self.status(&[0x6D, 0x00]);
+            return;
+        }
+        if Self::incoming(ins) && p3 != 0 {
+            self.procedure(ins ^ self.ack);
+            return;
+        }
+        let header = std::mem::take(&mut self.header);
+        let tpdu = if Self::incoming(ins) { &header[..4] } else { &header[..] };
+        let mut resp = t0.on_tpdu(tpdu, card, apdus);
+        let ne = if p3 == 0 { 256 } else { usize::from(p3) };
+        if Self::incoming(ins) && resp.len() > 2 {
+            // A data-in command without data (case 1) that has an answer: GET RESPONSE.
+            let sw = resp.split_off(resp.len() - 2);
+            if sw == [0x90, 0x00] {
+                t0.pending = resp;
+                resp = CardT0::more(t0.pending.len()).to_vec();
+            } else {
+                resp = sw;
+            }
+        } else if resp.len() > 2 && resp.len() - 2 != ne {
+            // Exactly P3 bytes or none: the card tells the right length.
+            resp = vec![0x6C, (resp.len() - 2) as u8];
+        }
+        let data = &resp[..resp.len().saturating_sub(2)];
+        if self.one_at_a_time() {
+            for &d in data {
+                self.procedure(ins ^ self.ack);
+                self.out.push_back(d);
+            }
+        } else if !data.is_empty() {
+            self.procedure(ins ^ self.ack);
+            self.out.extend(data);
+        }
+        self.status(&resp);
+    }
+}
+
 /// A simulated reader with one slot.
 pub struct SimReader {
     pub desc: CcidDescriptor,
@@ -406,6 +533,7 @@ pub struct SimReader {
     pps_window: bool,
     t1: CardT1,
     t0: CardT0,
+    chars: CardChars,
     ext_cmd: Vec<u8>,
     ext_resp: Vec<u8>,
     ext_pos: usize,
@@ -503,6 +631,7 @@ impl SimReader {
             pps_window: false,
             t1: CardT1::new(Edc::Lrc),
             t0: CardT0::default(),
+            chars: CardChars::default(),
             ext_cmd: Vec::new(),
             ext_resp: Vec::new(),
             ext_pos: 0,
@@ -604,7 +733,10 @@ impl SimReader {
         let chunk = self.quirks.card_chunk;
         self.t1 = CardT1::new(edc);
         self.t1.chunk = chunk;
-        self.t0 = CardT0 { pending: Vec::new(), strict_le: self.quirks.t0_strict_le };
+        // A T=0 card at the character level sends exactly P3 bytes: a wrong Le gets 6Cxx.
+        let strict_le = self.quirks.t0_strict_le || self.desc.level() == Some(ExchangeLevel::Character);
+        self.t0 = CardT0 { pending: Vec::new(), strict_le };
+        self.chars = CardChars { nulls: self.quirks.char_nulls, ack: self.quirks.char_ack, ..CardChars::default() };
         self.protocol = atr.and_then(|a| a.default_protocol()).map_or(0, |p| p.number());
         self.ext_cmd.clear();
         self.ext_resp.clear();
@@ -757,17 +889,17 @@ impl SimReader {
         let level_kind = self.desc.level().unwrap_or(ExchangeLevel::Character);
         let max_data = self.desc.max_message_len().saturating_sub(10);
         match level_kind {
-            ExchangeLevel::Tpdu => {
-                if self.pps_window && data.first() == Some(&0xFF) {
-                    self.pps_window = false;
-                    let mut answer = data.to_vec();
-                    if self.quirks.pps_reject && answer.len() > 2 {
-                        answer[2] ^= 0x01;
-                    } else if let Some(p0) = data.get(1) {
-                        self.protocol = p0 & 0x0F;
-                    }
-                    return Some(self.data_block(slot, seq, ok, 0, answer));
+            ExchangeLevel::Tpdu | ExchangeLevel::Character if self.pps_window && data.first() == Some(&0xFF) => {
+                self.pps_window = false;
+                let mut answer = data.to_vec();
+                if self.quirks.pps_reject && answer.len() > 2 {
+                    answer[2] ^= 0x01;
+                } else if let Some(p0) = data.get(1) {
+                    self.protocol = p0 & 0x0F;
                 }
+                Some(self.data_block(slot, seq, ok, 0, answer))
+            }
+            ExchangeLevel::Tpdu => {
                 self.pps_window = false;
                 if self.protocol == 1 {
                     self.t1_block(slot, seq, data, faults)
@@ -817,8 +949,53 @@ impl SimReader {
                 0x10 => Some(self.next_part(slot, seq)),
                 _ => Some(self.data_block(slot, seq, failed(8), 0, vec![])),
             },
-            ExchangeLevel::Character => Some(self.data_block(slot, seq, failed(0), 0, vec![])),
+            ExchangeLevel::Character => {
+                self.pps_window = false;
+                self.char_xfr(slot, seq, level, data, faults)
+            }
         }
+    }
+
+    /// Character level: the host's characters to the card, then the `expect` characters the
+    /// card has sent (or `ICC_MUTE` when it has sent fewer: those are lost, as on a real line).
+    fn char_xfr(&mut self, slot: u8, seq: u8, expect: u16, data: &[u8], faults: &[Fault]) -> Option<Vec<u8>> {
+        let ok = status(IccStatus::Active, CommandStatus::Ok, 0);
+        let failed = |e| status(IccStatus::Active, CommandStatus::Failed, e);
+        let card = self.card.as_deref_mut()?;
+        if self.protocol == 1 {
+            for f in faults {
+                match f {
+                    Fault::CardWtx(m) => self.t1.pending_wtx = Some(*m),
+                    Fault::CardIfs(v) => self.t1.pending_ifs = Some(*v),
+                    _ => {}
+                }
+            }
+            if faults.contains(&Fault::Parity) {
+                return Some(self.data_block(slot, seq, failed(ErrorCode::XFR_PARITY_ERROR), 0, vec![]));
+            }
+            if !data.is_empty() {
+                // The host sends a whole block at once.
+                let mut reply = self.t1.on_block(data, card, &mut self.log.apdus);
+                if faults.contains(&Fault::CorruptReply) {
+                    if let Some(b) = reply.last_mut() {
+                        *b ^= 0x5A;
+                    }
+                }
+                self.chars.out.extend(reply);
+            }
+        } else {
+            self.chars.on_t0(data, &mut self.t0, card, &mut self.log.apdus);
+        }
+        let n = usize::from(expect);
+        if self.chars.out.len() < n {
+            self.chars.out.clear();
+            return Some(self.data_block(slot, seq, failed(ErrorCode::ICC_MUTE), 0, vec![]));
+        }
+        let mut reply: Vec<u8> = self.chars.out.drain(..n).collect();
+        if let Some(Fault::CharReply(r)) = faults.iter().find(|f| matches!(f, Fault::CharReply(_))) {
+            reply = r.clone();
+        }
+        Some(self.data_block(slot, seq, ok, 0, reply))
     }
 
     /// One T=1 block to the card and its block back, with the T=1 faults.

@@ -2,7 +2,8 @@
 //!
 //! At this level the reader runs the character protocol (procedure bytes, NULLs) and returns
 //! the card's data + SW1 SW2 for each TPDU, so the host's work is the APDU → TPDU mapping and
-//! the status-word follow-ups. Two modes:
+//! the status-word follow-ups. The character level reuses all of this, with the procedure bytes
+//! run by the host ([`super::character`]). Two modes:
 //!
 //! * [`T0Mode::PassThrough`] (default): the application's bytes go unchanged into one XfrBlock,
 //!   as pcscd + libccid do; the reader pads a 4-byte case-1 command with `P3 = 00`. This is what
@@ -20,6 +21,7 @@
 //!   concatenated data with the last SW.
 
 use super::apdu::{status_word, Apdu, ApduError, Case};
+use super::character::CharError;
 use super::device::CcidError;
 use std::fmt;
 
@@ -56,6 +58,8 @@ pub enum T0Error {
     ResponseTooLong,
     /// The XfrBlock failed.
     Ccid(CcidError),
+    /// The procedure-byte exchange of a character-level reader failed.
+    Character(CharError),
 }
 
 impl fmt::Display for T0Error {
@@ -66,6 +70,7 @@ impl fmt::Display for T0Error {
             T0Error::NoStatusWord => f.write_str("T=0: response without a status word"),
             T0Error::ResponseTooLong => f.write_str("T=0: response too long"),
             T0Error::Ccid(e) => write!(f, "T=0: {e}"),
+            T0Error::Character(e) => write!(f, "T=0: {e}"),
         }
     }
 }
@@ -78,14 +83,15 @@ impl From<CcidError> for T0Error {
     }
 }
 
-/// One TPDU out (one XfrBlock), the card's data + SW back.
+/// One TPDU out, the card's data + SW back: one XfrBlock at the TPDU level, the procedure-byte
+/// exchange at the character level (`super::character::T0OverChars`).
 pub trait TpduXfer {
-    fn xfer(&mut self, tpdu: &[u8]) -> Result<Vec<u8>, CcidError>;
+    fn xfer(&mut self, tpdu: &[u8]) -> Result<Vec<u8>, T0Error>;
 }
 
 impl<F: FnMut(&[u8]) -> Result<Vec<u8>, CcidError>> TpduXfer for F {
-    fn xfer(&mut self, tpdu: &[u8]) -> Result<Vec<u8>, CcidError> {
-        self(tpdu)
+    fn xfer(&mut self, tpdu: &[u8]) -> Result<Vec<u8>, T0Error> {
+        self(tpdu).map_err(T0Error::Ccid)
     }
 }
 

@@ -2,12 +2,13 @@
 //! with the project's virtual card behind them, at every exchange level, with faults.
 
 use super::atr::{Protocol, Protocols};
-use super::descriptor::CcidDescriptor;
+use super::character::CharError;
+use super::descriptor::{CcidDescriptor, Features};
 use super::device::Op;
 use super::exchange::{ExchangeError, ExchangeOptions, Slot};
 use super::message::{msg_type, Notification, PowerSelect};
 use super::sim::{profiles, Fault, PinEntry, SimCard, SimReader, T0_ONLY_ATR, T1_ONLY_ATR};
-use super::t0::{T0Mode, T0Options};
+use super::t0::{T0Error, T0Mode, T0Options};
 use super::t1::{Block, Edc, T1Error};
 use super::transport::class_request;
 use pcsc_bridge_tests::card::cmd::{echo, pattern_ext, select_ok, SELECT};
@@ -757,11 +758,13 @@ fn pps_with_ta1() {
 }
 
 #[test]
-fn character_level_refused() {
-    let r = SimReader::new(profiles::character(), vcard(), &card::ATR);
-    let e = Slot::new(r, profiles::character(), 0, ExchangeOptions::default()).unwrap_err();
+fn undefined_level_refused() {
+    // dwFeatures & 0x70000 = 0x30000: no such level.
+    let desc = CcidDescriptor { features: Features(0x0003_0030), ..profiles::character() };
+    let r = SimReader::new(desc.clone(), vcard(), &card::ATR);
+    let e = Slot::new(r, desc, 0, ExchangeOptions::default()).unwrap_err();
+    assert_eq!(e, ExchangeError::UnsupportedLevel(None));
     assert_eq!(e.rv(), Rv::E_READER_UNSUPPORTED);
-    assert!(e.to_string().contains("character"));
 }
 
 #[test]
@@ -813,4 +816,255 @@ fn tpdu_t1_crc_card() {
     assert_eq!(setp[11], 0x11);
     let first_i = r.log.xfr.iter().find(|b| b[1] == 0x00).unwrap();
     assert_eq!(first_i.len(), 3 + SELECT.len() + 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Character level (character.rs): T=0 procedure bytes and T=1 blocks run by the host
+
+fn character_t0(opts: ExchangeOptions, nulls: u8, ack: u8) -> Slot<SimReader> {
+    let mut r = SimReader::new(profiles::character(), vcard(), &T0_ONLY_ATR);
+    r.quirks.char_nulls = nulls;
+    r.quirks.char_ack = ack;
+    let mut s = slot_with(r, opts);
+    assert_eq!(s.connect(Protocols::ANY).unwrap().1, Protocol::T0);
+    s
+}
+
+/// The XfrBlocks sent since the last call.
+fn xfr_levels_since(s: &mut Slot<SimReader>, from: &mut usize) -> Vec<u16> {
+    let all = xfr_levels(sim(s));
+    let new = all[*from..].to_vec();
+    *from = all.len();
+    new
+}
+
+#[test]
+fn character_level_t0_cases_1_2_3() {
+    let mut s = character_t0(ExchangeOptions::default(), 0, 0);
+    // No PPS (T=0 is the default, no TA1): SetParameters T=0 only.
+    assert_eq!(sent_types(sim(&mut s)), [msg_type::ICC_POWER_ON, msg_type::SET_PARAMETERS]);
+    let mut seen = 0;
+    // Case 3: header (1 back: the ACK), data (1 back: SW1), SW2. 61xx is the application's.
+    assert_eq!(s.transmit(&SELECT).unwrap(), [0x61, 0x10]);
+    assert_eq!(xfr_levels_since(&mut s, &mut seen), [1, 1, 1]);
+    let xfr = sim(&mut s).log.xfr.clone();
+    assert_eq!(xfr[0], SELECT[..5]);
+    assert_eq!(xfr[1], SELECT[5..]);
+    assert_eq!(xfr[2], [] as [u8; 0]);
+    // Case 2: header, the 16 data bytes at once, SW1, SW2.
+    let mut r = s.transmit(&[0x00, 0xC0, 0x00, 0x00, 0x10]).unwrap();
+    assert_eq!(xfr_levels_since(&mut s, &mut seen), [1, 16, 1, 1]);
+    assert_eq!(r.split_off(16), [0x90, 0x00]);
+    assert_eq!(r, card::FCI);
+    // Case 1: the header gets P3 = 00; VERIFY without data answers 63 C3.
+    assert_eq!(s.transmit(&[0x00, 0x20, 0x00, 0x81]).unwrap(), [0x63, 0xC3]);
+    assert_eq!(sim(&mut s).log.xfr.last().unwrap(), &[] as &[u8]);
+    assert!(sim(&mut s).log.xfr.iter().any(|x| x == &[0x00, 0x20, 0x00, 0x81, 0x00]));
+    // Case 2 with Le 00: 256 bytes.
+    let r = s.transmit(&[0x00, 0xB0, 0x00, 0x00, 0x00]).unwrap();
+    assert_eq!(r.len(), 258);
+    assert_eq!(r[..256], (0..256).map(card::file_byte).collect::<Vec<u8>>()[..]);
+    // A wrong Le: 6Cxx passed through (as pcscd + libccid), then the right one.
+    seen = xfr_levels(sim(&mut s)).len();
+    assert_eq!(s.transmit(&[0x80, 0x02, 0x00, 0x05, 0x10]).unwrap(), [0x6C, 0x05]);
+    assert_eq!(xfr_levels_since(&mut s, &mut seen), [1, 1]);
+    assert_eq!(s.transmit(&[0x80, 0x02, 0x00, 0x05, 0x05]).unwrap().len(), 7);
+    // 54 characters would be a 64-byte DataBlock (O2Micro OZ776): 1 + 53.
+    seen = xfr_levels(sim(&mut s)).len();
+    assert_eq!(s.transmit(&[0x00, 0xB0, 0x00, 0x00, 54]).unwrap().len(), 56);
+    assert_eq!(xfr_levels_since(&mut s, &mut seen), [1, 1, 53, 1, 1]);
+    // Case 3 with 255 bytes, then GET RESPONSE.
+    let (apdu, resp) = echo(255, false);
+    assert_eq!(s.transmit(&apdu[..apdu.len() - 1]).unwrap(), [0x61, 0xFF]);
+    assert_eq!(s.transmit(&[0x00, 0xC0, 0x00, 0x00, 0xFF]).unwrap(), resp);
+}
+
+#[test]
+fn character_level_t0_refusals() {
+    let mut s = character_t0(ExchangeOptions::default(), 0, 0);
+    let before = sim(&mut s).log.commands.len();
+    // Case 4: refused like libccid (communication error → SCARD_E_NOT_TRANSACTED).
+    let (apdu, _) = echo(10, false);
+    let e = s.transmit(&apdu).unwrap_err();
+    assert_eq!(e, ExchangeError::T0(T0Error::Character(CharError::Case4)));
+    assert_eq!(e.rv(), Rv::E_NOT_TRANSACTED);
+    assert!(e.to_string().contains("case-4"), "{e}");
+    // INS 6x / 9x.
+    let e = s.transmit(&[0x00, 0x6A, 0x00, 0x00]).unwrap_err();
+    assert_eq!(e, ExchangeError::T0(T0Error::Character(CharError::Ins(0x6A))));
+    assert_eq!(e.rv(), Rv::E_NOT_TRANSACTED);
+    // Extended.
+    let (apdu, _) = pattern_ext(10);
+    assert_eq!(s.transmit(&apdu).unwrap_err(), ExchangeError::T0(T0Error::Extended));
+    // Nothing reached the reader.
+    assert_eq!(sim(&mut s).log.commands.len(), before);
+    // The card still answers.
+    assert_eq!(s.transmit(&SELECT).unwrap(), [0x61, 0x10]);
+}
+
+#[test]
+fn character_level_t0_nulls_and_one_byte_transfers() {
+    for (nulls, ack) in [(2, 0x00), (0, 0x01), (1, 0xFF), (3, 0xFE)] {
+        let mut s = character_t0(ExchangeOptions::default(), nulls, ack);
+        let mut seen = 0;
+        assert_eq!(s.transmit(&SELECT).unwrap(), [0x61, 0x10], "{nulls} {ack:02X}");
+        let levels = xfr_levels_since(&mut s, &mut seen);
+        let one_by_one = ack & 0xFE == 0xFE;
+        // Each NULL costs one more 1-character read; one-by-one sending: one XfrBlock per byte.
+        let sends = if one_by_one { SELECT.len() - 5 } else { 1 };
+        assert_eq!(levels.len(), 1 + sends + 1 + usize::from(nulls) * (sends + 1), "{nulls} {ack:02X}");
+        assert!(levels.iter().all(|&l| l == 1));
+        let r = s.transmit(&[0x00, 0xB0, 0x00, 0x10, 0x20]).unwrap();
+        assert_eq!(r[..32], (16..48).map(card::file_byte).collect::<Vec<u8>>()[..]);
+        assert_eq!(r[32..], [0x90, 0x00]);
+        if one_by_one {
+            // Procedure byte, data byte, 32 times.
+            assert_eq!(xfr_levels_since(&mut s, &mut seen).len(), 1 + 64 + 1 + usize::from(nulls) * 33);
+        }
+        assert_eq!(s.transmit(&[0x00, 0x20, 0x00, 0x81]).unwrap(), [0x63, 0xC3]);
+    }
+}
+
+#[test]
+fn character_level_t0_follow_ups_shared_with_the_tpdu_level() {
+    // T0Mode::Iso and the opt-in follow-ups work the same as at the TPDU level.
+    let helpful = ExchangeOptions {
+        t0: T0Options { mode: T0Mode::Iso, fix_wrong_length: true, get_response: true },
+        ..ExchangeOptions::default()
+    };
+    let mut s = character_t0(helpful, 1, 0xFF);
+    let mut case4 = SELECT.to_vec();
+    case4.push(0);
+    assert_eq!(s.transmit(&case4).unwrap(), select_ok());
+    let (apdu, resp) = echo(200, false);
+    assert_eq!(s.transmit(&apdu).unwrap(), resp);
+    let r = s.transmit(&[0x80, 0x02, 0x00, 0x05, 0x10]).unwrap();
+    assert_eq!(r.len(), 7);
+    let r = s.transmit(&[0x80, 0x02, 0x01, 0x2C, 0x00]).unwrap();
+    assert_eq!(r.len(), 302);
+}
+
+#[test]
+fn character_level_t0_bad_replies() {
+    let mut s = character_t0(ExchangeOptions::default(), 0, 0);
+    // A procedure byte that means nothing.
+    sim(&mut s).fault(0, &[Fault::CharReply(vec![0x12])]);
+    let e = s.transmit(&[0x00, 0x20, 0x00, 0x81]).unwrap_err();
+    assert_eq!(e, ExchangeError::T0(T0Error::Character(CharError::ProcedureByte(0x12))));
+    assert_eq!(e.rv(), Rv::E_NOT_TRANSACTED);
+    // Nothing where a character was expected.
+    let mut s = character_t0(ExchangeOptions::default(), 0, 0);
+    sim(&mut s).fault(1, &[Fault::CharReply(vec![])]);
+    let e = s.transmit(&[0x00, 0xB0, 0x00, 0x00, 0x08]).unwrap_err();
+    assert_eq!(e, ExchangeError::T0(T0Error::Character(CharError::ShortReply { wanted: 8, got: 0 })));
+    // Fewer characters than asked for on the line: the reader's ICC_MUTE, SCARD_E_NOT_TRANSACTED.
+    let mut s = character_t0(ExchangeOptions::default(), 0, 0);
+    let e = s.transmit(&[0x00, 0x23, 0x00, 0x00, 0x08]);
+    assert!(e.is_ok(), "{e:?}");
+    sim(&mut s).fault(0, &[Fault::CharReply(vec![0x23])]);
+    let e = s.transmit(&[0x00, 0x23, 0x00, 0x00, 0x08]).unwrap_err();
+    assert!(matches!(&e, ExchangeError::T0(T0Error::Ccid(c)) if c.is_mute()), "{e:?}");
+    assert_eq!(e.rv(), Rv::E_NOT_TRANSACTED);
+    // The card pulled out mid-command: SCARD_E_NO_SMARTCARD.
+    let mut s = character_t0(ExchangeOptions::default(), 0, 0);
+    sim(&mut s).fault(1, &[Fault::RemoveCard]);
+    assert_eq!(s.transmit(&SELECT).unwrap_err().rv(), Rv::E_NO_SMARTCARD);
+}
+
+#[test]
+fn character_level_t1_lrc() {
+    let mut r = SimReader::new(profiles::character(), vcard(), &card::ATR);
+    r.quirks.card_chunk = 40;
+    let mut s = slot(r);
+    assert_eq!(s.connect(Protocols::ANY).unwrap().1, Protocol::T1);
+    let levels = xfr_levels(sim(&mut s));
+    // PPS (T=1 is not the default): 4 characters asked; S(IFS) request: prologue, then 1 + LRC.
+    assert_eq!(levels, [4, 3, 2]);
+    let r = sim(&mut s);
+    assert_eq!(r.log.xfr[0], [0xFF, 0x01, 0xFE]);
+    assert_eq!(r.log.xfr[1], [0x00, 0xC1, 0x01, 0xFE, 0x3E]);
+    let t1 = s.card().unwrap().t1().unwrap();
+    assert_eq!((t1.ifsc(), t1.ifsd(), t1.edc()), (32, 254, Edc::Lrc));
+    let mut seen = levels.len();
+    assert_eq!(s.transmit(&SELECT).unwrap(), select_ok());
+    // One I-block each way: 18 bytes of INF + LRC after the prologue.
+    assert_eq!(xfr_levels_since(&mut s, &mut seen), [3, 19]);
+    // Chaining both ways: 260 bytes out in IFSC-sized blocks, 257 back in 40-byte ones.
+    let (apdu, resp) = echo(255, false);
+    assert_eq!(s.transmit(&apdu).unwrap(), resp);
+    let levels = xfr_levels_since(&mut s, &mut seen);
+    assert_eq!(levels.iter().filter(|&&l| l == 3).count(), 9 + 6);
+    assert!(levels.contains(&41));
+    // A corrupted block is asked for again; a WTX request stretches both reads.
+    sim(&mut s).fault(0, &[Fault::CorruptReply]);
+    assert_eq!(s.transmit(&SELECT).unwrap(), select_ok());
+    sim(&mut s).fault(0, &[Fault::CardWtx(3)]);
+    assert_eq!(s.transmit(&SELECT).unwrap(), select_ok());
+    let bwi = sim(&mut s).log.bwi.clone();
+    assert_eq!(bwi[bwi.len() - 2..], [3, 3]);
+    // Garbage from the reader is just a bad block to the engine.
+    sim(&mut s).fault(0, &[Fault::CharReply(vec![0x00])]);
+    assert_eq!(s.transmit(&SELECT).unwrap(), select_ok());
+    sim(&mut s).fault(0, &[Fault::Parity]);
+    assert_eq!(s.transmit(&SELECT).unwrap(), select_ok());
+    // Case 4 is fine with T=1.
+    let (apdu, resp) = echo(10, false);
+    assert_eq!(s.transmit(&apdu).unwrap(), resp);
+}
+
+#[test]
+fn character_level_t1_crc() {
+    // TD1 81 (T=1, TD2), TD2 51 (TA3, TC3, T=1), TA3 FE, TC3 01: CRC.
+    let mut atr = vec![0x3B, 0x80, 0x81, 0x51, 0xFE, 0x01];
+    let tck = atr.iter().skip(1).fold(0, |a, b| a ^ b);
+    atr.push(tck);
+    let mut s = slot(SimReader::new(profiles::character(), vcard(), &atr));
+    assert_eq!(s.connect(Protocols::ANY).unwrap().1, Protocol::T1);
+    assert_eq!(s.card().unwrap().t1().unwrap().edc(), Edc::Crc);
+    let mut seen = xfr_levels(sim(&mut s)).len();
+    assert_eq!(s.transmit(&SELECT).unwrap(), select_ok());
+    // LEN + 2 after the prologue (libccid would ask for LEN + 1 and lose the last byte).
+    assert_eq!(xfr_levels_since(&mut s, &mut seen), [3, 20]);
+    sim(&mut s).fault(1, &[Fault::CorruptReply]);
+    let (apdu, resp) = echo(100, false);
+    assert_eq!(s.transmit(&apdu).unwrap(), resp);
+}
+
+#[test]
+fn character_level_random_reader_replies_never_panic() {
+    let mut seed = 0x0123_4567_89AB_CDEFu64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for round in 0..200 {
+        let atr: &[u8] = if round % 2 == 0 { &T0_ONLY_ATR } else { &card::ATR };
+        let mut r = SimReader::new(profiles::character(), vcard(), atr);
+        r.quirks.char_nulls = (next() % 3) as u8;
+        r.quirks.char_ack = [0x00, 0x01, 0xFF, 0xFE][(next() % 4) as usize];
+        let mut s = slot(r);
+        if s.connect(Protocols::ANY).is_err() {
+            continue;
+        }
+        for _ in 0..5 {
+            // Some replies replaced by random characters, some commands random.
+            for n in 0..4 {
+                if next() % 3 == 0 {
+                    let len = (next() % 6) as usize;
+                    let chars: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+                    sim(&mut s).fault(n, &[Fault::CharReply(chars)]);
+                }
+            }
+            let apdu: Vec<u8> = match next() % 3 {
+                0 => SELECT.to_vec(),
+                1 => vec![0x00, 0xB0, 0x00, 0x00, (next() % 64) as u8],
+                _ => (0..4 + next() % 12).map(|_| next() as u8).collect(),
+            };
+            if let Err(e) = s.transmit(&apdu) {
+                let _ = (e.rv(), e.to_string());
+            }
+        }
+    }
 }

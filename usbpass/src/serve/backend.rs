@@ -42,7 +42,6 @@ use pcsc_proto::wire::ReaderState;
 use pcsc_proto::Rv;
 
 use crate::ccid::atr::{Protocol, Protocols};
-use crate::ccid::descriptor::ExchangeLevel;
 use crate::ccid::device::Ccid;
 use crate::ccid::exchange::{ExchangeError, ExchangeOptions, Slot};
 use crate::ccid::message::{IccStatus, Notification};
@@ -379,9 +378,8 @@ impl UsbBackend {
         quirks.check_firmware().map_err(|e| format!("reader {label} not used: {e}"))?;
         quirks.fix_descriptor(&mut info.descriptor);
         let desc = info.descriptor.clone();
-        if !matches!(desc.level(), Some(ExchangeLevel::Tpdu | ExchangeLevel::ShortApdu | ExchangeLevel::ExtendedApdu)) {
-            let level = desc.level().map_or("undefined".to_string(), |l| l.to_string());
-            return Err(format!("reader {label} not used: {level}-level CCID readers are not supported"));
+        if desc.level().is_none() {
+            return Err(format!("reader {label} not used: undefined-level CCID readers are not supported"));
         }
         let shared: Shared = Arc::new(Mutex::new(transport));
         let mut opts = self.cfg.exchange.clone();

@@ -991,3 +991,31 @@ fn spr532_gets_its_escape_before_a_case1_verification() {
     // A fresh bSeq for the Secure, after the Escape's.
     assert_eq!(log[secure][6], log[secure - 1][6].wrapping_add(1));
 }
+
+#[test]
+fn transmit_through_character_level_readers() {
+    let rig = Rig::new();
+    rig.plug_reader("character", 0, SimReader::new(profiles::character(), Box::new(Card::new()), &card::ATR));
+    let t0_card = SimReader::new(profiles::character(), Box::new(Card::new()), &crate::ccid::sim::T0_ONLY_ATR);
+    rig.plug_reader("character", 1, t0_card);
+    let c = rig.ctx(Version::V4_4);
+    let names = c.list_readers().unwrap();
+    assert_eq!(names.len(), 2);
+    // T=1: the host runs the block protocol, prologue first.
+    let (card, p) = c.connect(&names[0], share::SHARED, protocol::ANY).unwrap();
+    assert_eq!(p, protocol::T1);
+    assert_eq!(transmit(&c, card, p, &SELECT).unwrap(), select_ok());
+    let (apdu, resp) = echo(255, false);
+    assert_eq!(transmit(&c, card, p, &apdu).unwrap(), resp);
+    c.disconnect(card, disposition::LEAVE).unwrap();
+    // T=0: procedure bytes; 61xx is the application's, case 4 is refused as by libccid.
+    let (card, p) = c.connect(&names[1], share::SHARED, protocol::ANY).unwrap();
+    assert_eq!(p, protocol::T0);
+    assert_eq!(transmit(&c, card, p, &SELECT).unwrap(), [0x61, 0x10]);
+    let mut r = transmit(&c, card, p, &[0x00, 0xC0, 0x00, 0x00, 0x10]).unwrap();
+    assert_eq!(r.split_off(16), [0x90, 0x00]);
+    assert_eq!(r, card::FCI);
+    assert_eq!(transmit(&c, card, p, &apdu), Err(Rv::E_NOT_TRANSACTED));
+    assert_eq!(transmit(&c, card, p, &[0x00, 0xB0, 0x00, 0x00, 0x00]).unwrap().len(), 258);
+    c.disconnect(card, disposition::LEAVE).unwrap();
+}
