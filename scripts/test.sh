@@ -8,7 +8,8 @@
 # 3. unit and integration tests (cargo test), including unmodified clients compared
 #    line by line, native vs pcsc-bridge (the shipped library), by each route
 # 4. the exported symbols, SONAME, NODELETE and glibc floor of the shipped library
-# 5. the version matrix: 4 client suites x 4 host suites x routes, in sandboxes
+# 5. the version matrix: 4 client suites x 4 host suites x routes, in sandboxes; usbpass serve
+#    (simulated readers of every exchange level) against every suite's stock clients
 # 6. real Flatpak (offline, local runtimes): native fails, `pcsc-bridge flatpak enable` fixes it
 # 7. the USB path in a QEMU guest: stock clients through usbpass serve on QEMU's usb-ccid
 #    reader, side by side with Debian's pcscd + libccid
@@ -40,6 +41,7 @@ step "clippy and rustfmt" sh -c 'cargo clippy --workspace --all-targets --releas
 step "cargo test" cargo test --workspace --release -- --test-threads=2
 step "exported symbols and glibc floor" env GLIBC_FLOOR=2.17 scripts/check-symbols.sh "$LIB"
 step "version matrix" scripts/matrix.sh --lib "$LIB"
+step "usbpass serve: stock clients of every suite, simulated readers of every level" scripts/serve-clients.sh
 step "proxy: host pcscd restart under a sandboxed client" scripts/proxy-restart-test.sh
 step "real Flatpak" scripts/flatpak-test.sh --glibc-floor
 step "USB path: usbpass vs pcscd+libccid on QEMU's usb-ccid reader" scripts/qemu-usb-test.sh

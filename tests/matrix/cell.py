@@ -9,7 +9,8 @@ Uses pyscard's low-level smartcard.scard API so that the PC/SC return codes are 
 Checks, in this order:
   (a) SCardEstablishContext, SCardListReaders lists the reader (first reader if --reader is absent)
   (b) the ATR: SCardGetStatusChange (UNAWARE) reports PRESENT and the ATR, SCardStatus agrees
-  (c) an APDU round trip: SCardTransmit of SELECT of the AID ends with 90 00
+  (c) an APDU round trip: SCardTransmit of SELECT of the AID ends with 90 00 (after GET
+      RESPONSE when a T=0 card answers 61xx)
   (d) events: the harness removes then inserts the card; SCardGetStatusChange returns with
       EMPTY, then with PRESENT.
   (e) with --cancel: while SCardGetStatusChange waits with an INFINITE timeout, a second
@@ -182,6 +183,12 @@ def run_ctx(S, ctx, args):
         if hr != S.SCARD_S_SUCCESS:
             raise Fail("SCardTransmit: %s" % code(hr))
         resp = list(resp)
+        if len(resp) == 2 and resp[0] == 0x61:
+            # A T=0 card keeps the answer for GET RESPONSE, which the app sends (as OpenSC does).
+            hr, resp = S.SCardTransmit(card, pci, [0x00, 0xC0, 0x00, 0x00, resp[1]])
+            if hr != S.SCARD_S_SUCCESS:
+                raise Fail("SCardTransmit(GET RESPONSE): %s" % code(hr))
+            resp = list(resp)
         if resp[-2:] != [0x90, 0x00]:
             raise Fail("SELECT answered %s" % bytes(resp).hex().upper())
     finally:

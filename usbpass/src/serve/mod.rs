@@ -132,8 +132,9 @@ pub mod simulated {
     pub const T0_ATR: [u8; 12] = [0x3B, 0x0A, b'p', b'c', b's', b'c', b'b', b'r', b'i', b'd', b'g', b'e'];
 
     /// Simulated levels: `qemu` (QEMU 7.2's usb-ccid with a T=0 card), `tpdu` (T=1 card),
-    /// `short`, `extended`.
-    pub const LEVELS: &[&str] = &["qemu", "tpdu", "short", "extended"];
+    /// `short`, `extended`, `character` (T=1 card), `character-t0`, and the ICCD tokens
+    /// `iccd-a` (T=0 card) and `iccd-b` (T=1 card).
+    pub const LEVELS: &[&str] = &["qemu", "tpdu", "short", "extended", "character", "character-t0", "iccd-a", "iccd-b"];
 
     /// The identity of a simulated device (`n` makes the bus address unique).
     pub fn info(level: &str, n: u8, desc: CcidDescriptor) -> DeviceInfo {
@@ -177,12 +178,33 @@ pub mod simulated {
             "tpdu" => SimReader::new(profiles::tpdu(), card, &CARD_ATR),
             "short" => SimReader::new(profiles::short_apdu(), card, &CARD_ATR),
             "extended" => SimReader::new(profiles::extended(3072), card, &CARD_ATR),
+            "character" => SimReader::new(profiles::character(), card, &CARD_ATR),
+            "character-t0" => SimReader::new(profiles::character(), card, &crate::ccid::sim::T0_ONLY_ATR),
             other => return Err(format!("unknown level {other:?} (one of {})", LEVELS.join(", "))),
         })
     }
 
     pub fn discovery(level: &str) -> Result<Box<dyn Discovery>, String> {
         let d = SimDiscovery::new();
+        if let Some(version) = match level {
+            "iccd-a" => Some(crate::ccid::iccd::Version::A),
+            "iccd-b" => Some(crate::ccid::iccd::Version::B),
+            _ => None,
+        } {
+            // An ICCD token behind the control-pipe adapter, as `open_usb` sets it up.
+            use crate::ccid::iccd::{self, sim::SimIccd, IccdTransport};
+            let card = Box::new(Card::new());
+            let token = match version {
+                iccd::Version::A => SimIccd::version_a(card),
+                iccd::Version::B => SimIccd::version_b(card),
+            };
+            let desc = iccd::driver_descriptor(version, &token.desc);
+            let token = std::sync::Arc::new(std::sync::Mutex::new(token));
+            let transport = std::sync::Arc::new(std::sync::Mutex::new(IccdTransport::open(token, version)));
+            d.plug_transport(info(level, 0, desc), transport, false);
+            tracing::warn!("serving a SIMULATED {level} token (test-only --simulate)");
+            return Ok(Box::new(d));
+        }
         let r = reader(level)?;
         d.plug(info(level, 0, r.desc.clone()), r);
         tracing::warn!("serving a SIMULATED {level} reader (test-only --simulate)");
