@@ -22,10 +22,8 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-target=${CARGO_TARGET_DIR:-$root/target}
-[[ $target = /* ]] || target=$root/$target
-testhost=${TESTHOST:-$root/scripts/testhost.sh}
-cc=${CC:-gcc}
+# shellcheck source=lib/bench-common.sh
+. "$root/scripts/lib/bench-common.sh"
 TARGET_RATIO=1.25
 
 quick=0 usbpass="" native="" cpu="" pin=1 bench_args=()
@@ -44,11 +42,7 @@ while (($#)); do
 done
 log() { echo "bench-proxy.sh: $*" >&2; }
 
-if [[ -z $native ]]; then
-    for c in /usr/lib/x86_64-linux-gnu/libpcsclite.so.1 /usr/lib/*/libpcsclite.so.1 /usr/lib64/libpcsclite.so.1; do
-        [[ -e $c ]] && { native=$c; break; }
-    done
-fi
+[[ -n $native ]] || native=$(bench_find_native)
 [[ -n $native && -e $native ]] || { log "native libpcsclite.so.1 not found (use --native)"; exit 1; }
 native=$(realpath "$native")
 if [[ -z $usbpass ]]; then
@@ -77,19 +71,11 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 bin=$target/bench/proxy-bench
-mkdir -p "$(dirname "$bin")"
-if [[ ! -x $bin || $root/tests/bench/proxy-bench.c -nt $bin ]]; then
-    "$cc" -O2 -Wall -o "$bin.tmp" "$root/tests/bench/proxy-bench.c" -ldl
-    mv "$bin.tmp" "$bin"
-fi
+bench_build proxy-bench -ldl
 # a copy for B: dlopen of the same file would give the same object
 cp "$native" "$work/libpcsclite-b.so.1"
 
-pin_cmd=()
-if ((pin)); then
-    [[ -n $cpu ]] || cpu=$(( $(nproc) - 1 ))
-    pin_cmd=(taskset -c "$cpu")
-fi
+bench_pin
 
 hostdir=$work/host
 up_out=$("${pin_cmd[@]}" "$testhost" up --dir "$hostdir") || { log "testhost up failed"; exit 1; }
@@ -122,9 +108,7 @@ if [[ -n $ratio ]]; then
 fi
 # CPU time of the proxy (what serving these calls cost it)
 if [[ -r /proc/$proxy_pid/stat ]]; then
-    read -r -a st < <(sed 's/.*) //' "/proc/$proxy_pid/stat")
-    echo "bench-proxy usbpass cpu: $(awk -v u="${st[11]}" -v s="${st[12]}" -v hz="$(getconf CLK_TCK)" \
-        'BEGIN { printf "user %.2f s sys %.2f s", u / hz, s / hz }')"
+    echo "bench-proxy usbpass cpu: $(bench_cpu_time "$proxy_pid")"
 fi
 echo "bench-proxy total wall: $((SECONDS - start)) s"
 ((rc)) && log "benchmark failed (exit $rc)"

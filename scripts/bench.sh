@@ -26,10 +26,8 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-target=${CARGO_TARGET_DIR:-$root/target}
-[[ $target = /* ]] || target=$root/$target
-testhost=${TESTHOST:-$root/scripts/testhost.sh}
-cc=${CC:-gcc}
+# shellcheck source=lib/bench-common.sh
+. "$root/scripts/lib/bench-common.sh"
 
 quick=0
 lib=""
@@ -53,11 +51,7 @@ done
 
 log() { echo "bench.sh: $*" >&2; }
 
-if [[ -z $native ]]; then
-    for c in /usr/lib/x86_64-linux-gnu/libpcsclite.so.1 /usr/lib/*/libpcsclite.so.1 /usr/lib64/libpcsclite.so.1; do
-        [[ -e $c ]] && { native=$c; break; }
-    done
-fi
+[[ -n $native ]] || native=$(bench_find_native)
 [[ -n $native && -e $native ]] || { log "native libpcsclite.so.1 not found (use --native)"; exit 1; }
 
 if [[ -z $lib ]]; then
@@ -87,11 +81,7 @@ trap 'exit 130' INT TERM
 
 # The benchmark binary.
 bin=$target/bench/bench
-mkdir -p "$(dirname "$bin")"
-if [[ ! -x $bin || $root/tests/bench/bench.c -nt $bin ]]; then
-    "$cc" -O2 -Wall -o "$bin.tmp" "$root/tests/bench/bench.c" -ldl -lpthread
-    mv "$bin.tmp" "$bin"
-fi
+bench_build bench -ldl -lpthread
 
 # The same file twice (validation run): glibc would hand back the one object it
 # already has (it matches by device/inode), so give B its own copy; both are then
@@ -102,11 +92,7 @@ if [[ $lib == "$native" ]]; then
     log "--lib is the native library: using a copy for B ($lib)"
 fi
 
-pin_cmd=()
-if ((pin)); then
-    [[ -n $cpu ]] || cpu=$(( $(nproc) - 1 ))
-    pin_cmd=(taskset -c "$cpu")
-fi
+bench_pin
 
 [[ -x $testhost ]] || { log "test host script not found: $testhost"; exit 1; }
 # pcscd and the card inherit the CPU affinity of the script that starts them.
@@ -138,9 +124,7 @@ for name in pcscd vcard; do
         pid=$(tr -dc '0-9' < "$(dirname "${host[SOCKET]}")/pcscd.pid" 2>/dev/null || true)
     fi
     [[ -n $pid && -r /proc/$pid/stat ]] || continue
-    read -r -a st < <(sed 's/.*) //' "/proc/$pid/stat")
-    echo "bench $name cpu: $(awk -v u="${st[11]}" -v s="${st[12]}" -v hz="$(getconf CLK_TCK)" \
-        'BEGIN { printf "user %.2f s sys %.2f s", u / hz, s / hz }')"
+    echo "bench $name cpu: $(bench_cpu_time "$pid")"
 done
 echo "bench total wall: $((SECONDS - start)) s (before teardown)"
 if ((rc)); then

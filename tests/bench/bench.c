@@ -45,16 +45,7 @@
 #include <time.h>
 #include <unistd.h>
 
-/* PC/SC types as pcsc-lite defines them on Linux (LP64: long is 64-bit). */
-typedef long LONG;
-typedef unsigned long DWORD;
-typedef LONG SCARDCONTEXT;
-typedef LONG SCARDHANDLE;
-
-typedef struct {
-    DWORD dwProtocol;
-    DWORD cbPciLength;
-} IO_REQ;
+#include "bench-common.h"
 
 typedef struct {
     const char *szReader;
@@ -65,26 +56,14 @@ typedef struct {
     unsigned char rgbAtr[33];
 } READERSTATE;
 
-#define S_SCOPE_SYSTEM 2
-#define S_SHARE_SHARED 2
-#define S_PROTO_T0 1
-#define S_PROTO_T1 2
-#define S_LEAVE_CARD 0
 #define S_STATE_UNAWARE 0x0
 #define S_STATE_CHANGED 0x2
 #define S_STATE_EMPTY 0x10
 #define S_STATE_PRESENT 0x20
 #define S_E_TIMEOUT ((LONG)0x8010000A)
 
-typedef LONG (*fn_establish)(DWORD, const void *, const void *, SCARDCONTEXT *);
-typedef LONG (*fn_release)(SCARDCONTEXT);
-typedef LONG (*fn_list)(SCARDCONTEXT, const char *, char *, DWORD *);
-typedef LONG (*fn_connect)(SCARDCONTEXT, const char *, DWORD, DWORD, SCARDHANDLE *, DWORD *);
-typedef LONG (*fn_disconnect)(SCARDHANDLE, DWORD);
 typedef LONG (*fn_begin)(SCARDHANDLE);
 typedef LONG (*fn_end)(SCARDHANDLE, DWORD);
-typedef LONG (*fn_transmit)(SCARDHANDLE, const IO_REQ *, const unsigned char *, DWORD,
-                            IO_REQ *, unsigned char *, DWORD *);
 typedef LONG (*fn_gsc)(SCARDCONTEXT, DWORD, READERSTATE *, DWORD);
 typedef LONG (*fn_cancel)(SCARDCONTEXT);
 
@@ -130,35 +109,6 @@ static void die(const char *fmt, ...)
     exit(1);
 }
 
-static inline uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static int cmp_d(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* quantile of a copy of v (linear interpolation); q in [0,1] */
-static double quantile(const double *v, int n, double q)
-{
-    if (n <= 0)
-        return 0;
-    double *t = malloc(sizeof(double) * (size_t)n);
-    memcpy(t, v, sizeof(double) * (size_t)n);
-    qsort(t, (size_t)n, sizeof(double), cmp_d);
-    double pos = q * (n - 1);
-    int i = (int)pos;
-    double f = pos - i;
-    double r = (i + 1 < n) ? t[i] * (1 - f) + t[i + 1] * f : t[i];
-    free(t);
-    return r;
-}
-
 static long vmrss_kib(const char *key)
 {
     FILE *f = fopen("/proc/self/status", "r");
@@ -176,23 +126,7 @@ static long vmrss_kib(const char *key)
     return v;
 }
 
-static int want(const char *name)
-{
-    if (!g_only)
-        return 1;
-    size_t n = strlen(name);
-    const char *p = g_only;
-    while (*p) {
-        const char *e = strchr(p, ',');
-        size_t len = e ? (size_t)(e - p) : strlen(p);
-        if (len == n && !strncmp(p, name, n))
-            return 1;
-        if (!e)
-            break;
-        p = e + 1;
-    }
-    return 0;
-}
+static int want(const char *name) { return in_list(g_only, name); }
 
 /* ---------------------------------------------------------------- loading */
 
@@ -355,15 +289,7 @@ static LONG op_transaction(struct lib *l)
 
 static LONG op_context(struct lib *l)
 {
-    SCARDCONTEXT c;
-    char buf[4096];
-    DWORD n = sizeof buf;
-    LONG rv = l->Establish(S_SCOPE_SYSTEM, NULL, NULL, &c);
-    if (rv)
-        return rv;
-    rv = l->List(c, NULL, buf, &n);
-    LONG rv2 = l->Release(c);
-    return rv ? rv : rv2;
+    return establish_list_release(l->Establish, l->List, l->Release);
 }
 
 /* result of one scenario */
@@ -430,22 +356,6 @@ static void print_detail(const struct result *r)
     fflush(stdout);
 }
 
-/* run `iters` ops and return the median per-op duration in ns (or <0 on error) */
-static double run_round(struct lib *l, const struct scen *s, int iters, double *tmp, LONG *err)
-{
-    for (int i = 0; i < iters; i++) {
-        uint64_t t0 = now_ns();
-        LONG rv = s->op(l);
-        uint64_t t1 = now_ns();
-        if (rv) {
-            *err = rv;
-            return -1;
-        }
-        tmp[i] = (double)(t1 - t0);
-    }
-    return quantile(tmp, iters, 0.5);
-}
-
 static void run_loop_scenario(const struct scen *s)
 {
     struct result *r = &results[nresults++];
@@ -458,7 +368,7 @@ static void run_loop_scenario(const struct scen *s)
     int warm = g_iters < 200 ? g_iters : 200;
 
     for (int k = 0; k < 2; k++)
-        if (run_round(&L[k], s, warm, tmp, &err) < 0) {
+        if (time_round(s->op, &L[k], warm, tmp, &err) < 0) {
             fprintf(stderr, "bench: %s: %s failed (warm-up): 0x%08lX\n", s->name, L[k].label,
                     (unsigned long)err);
             r->err = 1;
@@ -468,7 +378,7 @@ static void run_loop_scenario(const struct scen *s)
         /* A B, B A, A B, ...: each library goes first in half the rounds */
         for (int j = 0; j < 2; j++) {
             int k = (i & 1) ? 1 - j : j;
-            double m = run_round(&L[k], s, g_iters, tmp, &err);
+            double m = time_round(s->op, &L[k], g_iters, tmp, &err);
             if (m < 0) {
                 fprintf(stderr, "bench: %s: %s failed in round %d: 0x%08lX\n", s->name,
                         L[k].label, i, (unsigned long)err);

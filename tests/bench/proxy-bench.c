@@ -33,28 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 
-typedef long LONG;
-typedef unsigned long DWORD;
-typedef LONG SCARDCONTEXT;
-typedef LONG SCARDHANDLE;
-typedef struct {
-    DWORD dwProtocol;
-    DWORD cbPciLength;
-} IO_REQ;
-
-#define S_SCOPE_SYSTEM 2
-#define S_SHARE_SHARED 2
-#define S_PROTO_T0 1
-#define S_PROTO_T1 2
-#define S_LEAVE_CARD 0
-
-typedef LONG (*fn_establish)(DWORD, const void *, const void *, SCARDCONTEXT *);
-typedef LONG (*fn_release)(SCARDCONTEXT);
-typedef LONG (*fn_list)(SCARDCONTEXT, const char *, char *, DWORD *);
-typedef LONG (*fn_connect)(SCARDCONTEXT, const char *, DWORD, DWORD, SCARDHANDLE *, DWORD *);
-typedef LONG (*fn_disconnect)(SCARDHANDLE, DWORD);
-typedef LONG (*fn_transmit)(SCARDHANDLE, const IO_REQ *, const unsigned char *, DWORD, IO_REQ *,
-                            unsigned char *, DWORD *);
+#include "bench-common.h"
 
 struct lib {
     const char *label, *path, *socket;
@@ -82,31 +61,6 @@ static void die(const char *m, const char *a, LONG rv)
     fprintf(stderr, "proxy-bench: %s%s%s: 0x%08lX\n", m, a ? " " : "", a ? a : "",
             (unsigned long)rv);
     exit(1);
-}
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static int cmp_d(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double quantile(const double *v, int n, double q)
-{
-    double *t = malloc(sizeof(double) * (size_t)n), r;
-    memcpy(t, v, sizeof(double) * (size_t)n);
-    qsort(t, (size_t)n, sizeof(double), cmp_d);
-    double pos = q * (n - 1);
-    int i = (int)pos;
-    r = i + 1 < n ? t[i] + (t[i + 1] - t[i]) * (pos - i) : t[i];
-    free(t);
-    return r;
 }
 
 static void *sym(struct lib *l, const char *name)
@@ -181,15 +135,7 @@ static LONG op_context(struct lib *l)
 
 static LONG op_context_list(struct lib *l)
 {
-    SCARDCONTEXT c;
-    char buf[2048];
-    DWORD n = sizeof buf;
-    LONG rv = l->Establish(S_SCOPE_SYSTEM, NULL, NULL, &c);
-    if (rv)
-        return rv;
-    rv = l->List(c, NULL, buf, &n);
-    LONG rv2 = l->Release(c);
-    return rv ? rv : rv2;
+    return establish_list_release(l->Establish, l->List, l->Release);
 }
 
 struct scen {
@@ -197,35 +143,13 @@ struct scen {
     LONG (*op)(struct lib *);
 };
 
-static int want(const char *name)
-{
-    if (!g_only)
-        return 1;
-    size_t n = strlen(name);
-    for (const char *p = g_only; p && *p;) {
-        const char *e = strchr(p, ',');
-        size_t len = e ? (size_t)(e - p) : strlen(p);
-        if (len == n && !strncmp(p, name, n))
-            return 1;
-        p = e ? e + 1 : NULL;
-    }
-    return 0;
-}
+static int want(const char *name) { return in_list(g_only, name); }
 
-/* median per-op time of one round (ns), or -1 (error in *err) */
+/* time_round() with PCSCLITE_CSOCK_NAME set for l's daemon first */
 static double round_of(struct lib *l, const struct scen *s, int iters, double *t, LONG *err)
 {
     use(l);
-    for (int i = 0; i < iters; i++) {
-        uint64_t t0 = now_ns();
-        LONG rv = s->op(l);
-        t[i] = (double)(now_ns() - t0);
-        if (rv) {
-            *err = rv;
-            return -1;
-        }
-    }
-    return quantile(t, iters, 0.5);
+    return time_round(s->op, l, iters, t, err);
 }
 
 static int run(const struct scen *s, double *ratio_out)

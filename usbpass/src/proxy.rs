@@ -217,12 +217,8 @@ impl Backend for ProxyBackend {
         self.reader_events.load(Ordering::SeqCst)
     }
 
-    fn generation(&self) -> u64 {
-        self.changes.current()
-    }
-
-    fn wait_change(&self, since: u64, timeout: Duration) -> u64 {
-        self.changes.wait(since, timeout)
+    fn changes(&self) -> &ChangeSignal {
+        &self.changes
     }
 
     fn connect(

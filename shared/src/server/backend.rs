@@ -107,11 +107,20 @@ pub trait Backend: Send + Sync + 'static {
     fn reader_states(&self) -> Vec<ReaderState>;
     /// The reader add/remove counter of `CMD_GET_READER_EVENTS` (1 … 32767).
     fn reader_events(&self) -> u32;
+    /// The change counter the backend bumps on every change a client could see
+    /// (see the module's rules). Every backend keeps one, so the default
+    /// [`Backend::generation`] and [`Backend::wait_change`] read it and a backend
+    /// only hands it out.
+    fn changes(&self) -> &ChangeSignal;
     /// The current value of the change counter.
-    fn generation(&self) -> u64;
+    fn generation(&self) -> u64 {
+        self.changes().current()
+    }
     /// Waits until the change counter differs from `since` or `timeout` passes;
     /// returns its value then.
-    fn wait_change(&self, since: u64, timeout: Duration) -> u64;
+    fn wait_change(&self, since: u64, timeout: Duration) -> u64 {
+        self.changes().wait(since, timeout)
+    }
 
     /// `SCardConnect`: the backend card and the active protocol.
     fn connect(
@@ -154,8 +163,8 @@ pub trait Backend: Send + Sync + 'static {
     fn set_attrib(&self, session: SessionId, card: CardRef, attr_id: u32, value: &[u8]) -> Result<(), Rv>;
 }
 
-/// A change counter with a blocking wait: the usual way to implement
-/// [`Backend::generation`] and [`Backend::wait_change`].
+/// A change counter with a blocking wait: what [`Backend::changes`] hands out,
+/// and what the default [`Backend::generation`] and [`Backend::wait_change`] read.
 #[derive(Debug, Default)]
 pub struct ChangeSignal {
     generation: Mutex<u64>,

@@ -15,7 +15,6 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
 
 use crate::consts::{
     attr, card_state, ctl_code, disposition as disp, protocol, share, CM_IOCTL_GET_FEATURE_REQUEST, MAX_ATR_SIZE,
@@ -315,12 +314,8 @@ impl Backend for MockBackend {
         self.world().reader_events
     }
 
-    fn generation(&self) -> u64 {
-        self.changes.current()
-    }
-
-    fn wait_change(&self, since: u64, timeout: Duration) -> u64 {
-        self.changes.wait(since, timeout)
+    fn changes(&self) -> &ChangeSignal {
+        &self.changes
     }
 
     fn connect(

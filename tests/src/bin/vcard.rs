@@ -11,67 +11,21 @@
 //! connection is closed), `status` -> `present` / `absent`, anything else -> `err ...`.
 //! `VCARD_LOG=1` logs control messages and every APDU header (never data) to stderr.
 
-use std::ffi::CString;
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use pcsc_bridge_tests::card::ATR;
+use pcsc_bridge_tests::cli;
 use pcsc_bridge_tests::vpcd::{self, hex, CardHandle, Options};
 
 const USAGE: &str =
     "usage: vcard --port PORT [--ctl PATH] [--absent]\n       vcard ctl PATH insert|remove|status\n       vcard atr";
 
-static CTL_PATH: OnceLock<CString> = OnceLock::new();
-
-extern "C" fn on_signal(_sig: libc::c_int) {
-    // Only async-signal-safe calls here.
-    if let Some(p) = CTL_PATH.get() {
-        unsafe { libc::unlink(p.as_ptr()) };
-    }
-    unsafe { libc::_exit(0) };
-}
-
-fn install_signals() {
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
-        libc::sigemptyset(&mut sa.sa_mask);
-        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
-            libc::sigaction(sig, &sa, std::ptr::null_mut());
-        }
-        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
-    }
-}
-
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("ctl") => {
-            if args.len() != 3 {
-                eprintln!("{USAGE}");
-                return ExitCode::from(2);
-            }
-            ctl_client(Path::new(&args[1]), &args[2])
-        }
-        Some("atr") => {
-            println!("{}", hex(&ATR));
-            ExitCode::SUCCESS
-        }
-        Some("-h") | Some("--help") => {
-            println!("{USAGE}");
-            ExitCode::SUCCESS
-        }
-        _ => run_card(&args),
-    }
-}
-
-fn ctl_client(path: &Path, cmd: &str) -> ExitCode {
-    pcsc_bridge_tests::ctl::client_main("vcard", path, cmd)
+    cli::main("vcard", USAGE, &ATR, 1..=1, run_card)
 }
 
 fn run_card(args: &[String]) -> ExitCode {
@@ -84,36 +38,29 @@ fn run_card(args: &[String]) -> ExitCode {
             "--port" => port = it.next().and_then(|p| p.parse().ok()),
             "--ctl" => ctl = it.next().map(PathBuf::from),
             "--absent" => absent = true,
-            _ => {
-                eprintln!("vcard: unknown argument {a:?}\n{USAGE}");
-                return ExitCode::from(2);
-            }
+            _ => return cli::usage_error("vcard", &format!("unknown argument {a:?}"), USAGE),
         }
     }
     let Some(port) = port else {
-        eprintln!("vcard: --port PORT is required\n{USAGE}");
-        return ExitCode::from(2);
+        return cli::usage_error("vcard", "--port PORT is required", USAGE);
     };
-    install_signals();
+    cli::install_signals();
     let log = std::env::var("VCARD_LOG").is_ok_and(|v| v == "1");
     println!("ATR: {}", hex(&ATR));
     println!("vpcd port: {port}, initially {}", if absent { "absent" } else { "present" });
     let _ = std::io::stdout().flush();
 
     let listener = match &ctl {
-        Some(path) => {
-            let _ = std::fs::remove_file(path);
-            match UnixListener::bind(path) {
-                Ok(l) => {
-                    let _ = CTL_PATH.set(CString::new(path.as_os_str().as_bytes()).unwrap());
-                    Some(l)
-                }
-                Err(e) => {
-                    eprintln!("vcard: bind {}: {e}", path.display());
-                    return ExitCode::FAILURE;
-                }
+        Some(path) => match cli::bind(path) {
+            Ok(l) => {
+                cli::remove_on_signal(&[path]);
+                Some(l)
             }
-        }
+            Err(e) => {
+                eprintln!("vcard: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
         None => None,
     };
 

@@ -52,16 +52,15 @@
 //! already has (`{"execute":"device_del","arguments":{"id":"ccid0"}}`). The QMP connection is
 //! opened, and its capabilities negotiated, on the first such command. Empty lines, CR and NUL bytes are ignored.
 
-use std::ffi::CString;
 use std::io::{self, BufRead, BufReader, Write};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use pcsc_bridge_tests::card::Card;
+use pcsc_bridge_tests::cli;
 use pcsc_bridge_tests::vpcd::hex;
 
 const USAGE: &str = "\
@@ -217,7 +216,6 @@ mod vsc {
 use vsc::Type;
 
 static START: OnceLock<Instant> = OnceLock::new();
-static SOCKETS: OnceLock<Vec<CString>> = OnceLock::new();
 /// `--qmp PATH`, and the QMP connection once opened (one command at a time).
 static QMP_PATH: OnceLock<PathBuf> = OnceLock::new();
 static QMP: Mutex<Option<BufReader<UnixStream>>> = Mutex::new(None);
@@ -276,28 +274,6 @@ fn log_line(s: &str) {
 
 macro_rules! log {
     ($($a:tt)*) => { log_line(&format!($($a)*)) };
-}
-
-extern "C" fn on_signal(_sig: libc::c_int) {
-    // Only async-signal-safe calls here.
-    if let Some(v) = SOCKETS.get() {
-        for p in v {
-            unsafe { libc::unlink(p.as_ptr()) };
-        }
-    }
-    unsafe { libc::_exit(0) };
-}
-
-fn install_signals() {
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
-        libc::sigemptyset(&mut sa.sa_mask);
-        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
-            libc::sigaction(sig, &sa, std::ptr::null_mut());
-        }
-        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
-    }
 }
 
 /// The card and its link to QEMU. One lock: APDU processing, insertion and removal are serialised.
@@ -396,29 +372,7 @@ impl State {
 
 fn main() -> ExitCode {
     START.get_or_init(Instant::now);
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("ctl") => {
-            if args.len() < 3 {
-                eprintln!("{USAGE}");
-                return ExitCode::from(2);
-            }
-            ctl_client(Path::new(&args[1]), &args[2..].join(" "))
-        }
-        Some("atr") => {
-            println!("{}", hex(&ATR_T0));
-            ExitCode::SUCCESS
-        }
-        Some("-h") | Some("--help") => {
-            println!("{USAGE}");
-            ExitCode::SUCCESS
-        }
-        _ => run(&args),
-    }
-}
-
-fn ctl_client(path: &Path, cmd: &str) -> ExitCode {
-    pcsc_bridge_tests::ctl::client_main("vscard", path, cmd)
+    cli::main("vscard", USAGE, &ATR_T0, 1..=usize::MAX, run)
 }
 
 fn parse_hex(s: &str) -> Option<Vec<u8>> {
@@ -427,11 +381,6 @@ fn parse_hex(s: &str) -> Option<Vec<u8>> {
         return None;
     }
     (0..digits.len()).step_by(2).map(|i| u8::from_str_radix(&digits[i..i + 2], 16).ok()).collect()
-}
-
-fn bind(path: &Path) -> Result<UnixListener, String> {
-    let _ = std::fs::remove_file(path);
-    UnixListener::bind(path).map_err(|e| format!("bind {}: {e}", path.display()))
 }
 
 fn run(args: &[String]) -> ExitCode {
@@ -459,32 +408,24 @@ fn run(args: &[String]) -> ExitCode {
                     return ExitCode::from(2);
                 }
             },
-            _ => {
-                eprintln!("vscard: unknown argument {a:?}\n{USAGE}");
-                return ExitCode::from(2);
-            }
+            _ => return cli::usage_error("vscard", &format!("unknown argument {a:?}"), USAGE),
         }
     }
     let Some(listen) = listen else {
-        eprintln!("vscard: --listen SOCK is required\n{USAGE}");
-        return ExitCode::from(2);
+        return cli::usage_error("vscard", "--listen SOCK is required", USAGE);
     };
-    install_signals();
+    cli::install_signals();
 
-    let card_l = match bind(&listen) {
+    let card_l = match cli::bind(&listen) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("vscard: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let mut paths = vec![CString::new(listen.as_os_str().as_bytes()).unwrap()];
     let ctl_l = match &ctl {
-        Some(p) => match bind(p) {
-            Ok(l) => {
-                paths.push(CString::new(p.as_os_str().as_bytes()).unwrap());
-                Some(l)
-            }
+        Some(p) => match cli::bind(p) {
+            Ok(l) => Some(l),
             Err(e) => {
                 eprintln!("vscard: {e}");
                 let _ = std::fs::remove_file(&listen);
@@ -493,7 +434,8 @@ fn run(args: &[String]) -> ExitCode {
         },
         None => None,
     };
-    let _ = SOCKETS.set(paths);
+    let paths: Vec<&Path> = [Some(listen.as_path()), ctl.as_deref()].into_iter().flatten().collect();
+    cli::remove_on_signal(&paths);
 
     let shared: Shared = Arc::new(Mutex::new(State {
         present: !absent,
@@ -548,11 +490,7 @@ fn run(args: &[String]) -> ExitCode {
             Err(e) => log!("accept: {e}"),
         }
     }
-    if let Some(v) = SOCKETS.get() {
-        for p in v {
-            unsafe { libc::unlink(p.as_ptr()) };
-        }
-    }
+    cli::remove_sockets();
     ExitCode::SUCCESS
 }
 

@@ -101,98 +101,66 @@ pub trait Transport {
     }
 }
 
-impl<T: Transport + ?Sized> Transport for &mut T {
-    fn bulk_out(&mut self, data: &[u8], timeout: Duration) -> Result<(), TransportError> {
-        (**self).bulk_out(data, timeout)
-    }
-    fn bulk_in(&mut self, buf: &mut [u8], timeout: Duration) -> Result<usize, TransportError> {
-        (**self).bulk_in(buf, timeout)
-    }
-    fn interrupt_in(&mut self, buf: &mut [u8], timeout: Duration) -> Result<usize, TransportError> {
-        (**self).interrupt_in(buf, timeout)
-    }
-    fn max_packet_size(&self) -> usize {
-        (**self).max_packet_size()
-    }
-    fn class_out(&mut self, request: u8, value: u16, data: &[u8], timeout: Duration) -> Result<(), TransportError> {
-        (**self).class_out(request, value, data, timeout)
-    }
-    fn class_in(
-        &mut self,
-        request: u8,
-        value: u16,
-        buf: &mut [u8],
-        timeout: Duration,
-    ) -> Result<usize, TransportError> {
-        (**self).class_in(request, value, buf, timeout)
-    }
-    fn clear_halt(&mut self, ep: Endpoint) -> Result<(), TransportError> {
-        (**self).clear_halt(ep)
-    }
+/// Implements [`Transport`] for a handle to a transport by handing every method, the ones with
+/// defaults too, to the transport that `$this => $target` reaches from the handle: a wrapper that
+/// forgot one would silently fall back to the default (a stalled class request, 64-byte packets).
+macro_rules! forward_transport {
+    ($(#[$doc:meta])* $handle:ty, $this:ident => $target:expr) => {
+        $(#[$doc])*
+        impl<T: Transport + ?Sized> Transport for $handle {
+            fn bulk_out(&mut self, data: &[u8], timeout: Duration) -> Result<(), TransportError> {
+                let $this = self;
+                $target.bulk_out(data, timeout)
+            }
+            fn bulk_in(&mut self, buf: &mut [u8], timeout: Duration) -> Result<usize, TransportError> {
+                let $this = self;
+                $target.bulk_in(buf, timeout)
+            }
+            fn interrupt_in(&mut self, buf: &mut [u8], timeout: Duration) -> Result<usize, TransportError> {
+                let $this = self;
+                $target.interrupt_in(buf, timeout)
+            }
+            fn max_packet_size(&self) -> usize {
+                let $this = self;
+                $target.max_packet_size()
+            }
+            fn class_out(
+                &mut self,
+                request: u8,
+                value: u16,
+                data: &[u8],
+                timeout: Duration,
+            ) -> Result<(), TransportError> {
+                let $this = self;
+                $target.class_out(request, value, data, timeout)
+            }
+            fn class_in(
+                &mut self,
+                request: u8,
+                value: u16,
+                buf: &mut [u8],
+                timeout: Duration,
+            ) -> Result<usize, TransportError> {
+                let $this = self;
+                $target.class_in(request, value, buf, timeout)
+            }
+            fn clear_halt(&mut self, ep: Endpoint) -> Result<(), TransportError> {
+                let $this = self;
+                $target.clear_halt(ep)
+            }
+        }
+    };
 }
 
-impl<T: Transport + ?Sized> Transport for Box<T> {
-    fn bulk_out(&mut self, data: &[u8], timeout: Duration) -> Result<(), TransportError> {
-        (**self).bulk_out(data, timeout)
-    }
-    fn bulk_in(&mut self, buf: &mut [u8], timeout: Duration) -> Result<usize, TransportError> {
-        (**self).bulk_in(buf, timeout)
-    }
-    fn interrupt_in(&mut self, buf: &mut [u8], timeout: Duration) -> Result<usize, TransportError> {
-        (**self).interrupt_in(buf, timeout)
-    }
-    fn max_packet_size(&self) -> usize {
-        (**self).max_packet_size()
-    }
-    fn class_out(&mut self, request: u8, value: u16, data: &[u8], timeout: Duration) -> Result<(), TransportError> {
-        (**self).class_out(request, value, data, timeout)
-    }
-    fn class_in(
-        &mut self,
-        request: u8,
-        value: u16,
-        buf: &mut [u8],
-        timeout: Duration,
-    ) -> Result<usize, TransportError> {
-        (**self).class_in(request, value, buf, timeout)
-    }
-    fn clear_halt(&mut self, ep: Endpoint) -> Result<(), TransportError> {
-        (**self).clear_halt(ep)
-    }
-}
-
-/// One transport shared by the slots of a multi-slot reader (each slot's `Ccid` holds a clone):
-/// every call locks it. Callers serialise whole commands themselves (one device lock), so the
-/// lock is never contended in the middle of a command; it only makes the sharing safe.
-impl<T: Transport + ?Sized> Transport for Arc<Mutex<T>> {
-    fn bulk_out(&mut self, data: &[u8], timeout: Duration) -> Result<(), TransportError> {
-        lock(self).bulk_out(data, timeout)
-    }
-    fn bulk_in(&mut self, buf: &mut [u8], timeout: Duration) -> Result<usize, TransportError> {
-        lock(self).bulk_in(buf, timeout)
-    }
-    fn interrupt_in(&mut self, buf: &mut [u8], timeout: Duration) -> Result<usize, TransportError> {
-        lock(self).interrupt_in(buf, timeout)
-    }
-    fn max_packet_size(&self) -> usize {
-        lock(self).max_packet_size()
-    }
-    fn class_out(&mut self, request: u8, value: u16, data: &[u8], timeout: Duration) -> Result<(), TransportError> {
-        lock(self).class_out(request, value, data, timeout)
-    }
-    fn class_in(
-        &mut self,
-        request: u8,
-        value: u16,
-        buf: &mut [u8],
-        timeout: Duration,
-    ) -> Result<usize, TransportError> {
-        lock(self).class_in(request, value, buf, timeout)
-    }
-    fn clear_halt(&mut self, ep: Endpoint) -> Result<(), TransportError> {
-        lock(self).clear_halt(ep)
-    }
-}
+forward_transport!(&mut T, t => (**t));
+forward_transport!(Box<T>, t => (**t));
+forward_transport!(
+    /// One transport shared by the slots of a multi-slot reader (each slot's `Ccid` holds a clone):
+    /// every call locks it. Callers serialise whole commands themselves (one device lock), so the
+    /// lock is never contended in the middle of a command; it only makes the sharing safe.
+    Arc<Mutex<T>>,
+    t => lock(t)
+);
 
 fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())

@@ -797,12 +797,8 @@ impl Backend for UsbBackend {
         self.state().reader_events
     }
 
-    fn generation(&self) -> u64 {
-        self.changes.current()
-    }
-
-    fn wait_change(&self, since: u64, timeout: Duration) -> u64 {
-        self.changes.wait(since, timeout)
+    fn changes(&self) -> &ChangeSignal {
+        &self.changes
     }
 
     fn connect(
