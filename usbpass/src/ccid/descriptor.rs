@@ -386,6 +386,7 @@ impl CcidDescriptor {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::ccid::sim::profiles::made;
 
     /// QEMU 7.2's `usb-ccid` class descriptor (test-environments.md, ccid.md §10.1).
     pub const QEMU: [u8; 54] = [
@@ -393,33 +394,6 @@ pub(crate) mod tests {
         0x00, 0x80, 0x25, 0x00, 0x00, 0x00, 0xC2, 0x01, 0x00, 0x00, 0xFE, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
         0x00, 0x00, 0x00, 0x00, 0xFE, 0x04, 0x01, 0x00, 0x12, 0x00, 0x01, 0x00, 0xFF, 0xFF, 0x00, 0x00, 0x01, 0x01,
     ];
-
-    /// A descriptor built per specification with the values ccid.md §9.1 gives for a reader.
-    pub fn made(features: u32, max_msg: u32, protocols: u32, voltage: u8, max_ifsd: u32, pin: u8) -> CcidDescriptor {
-        CcidDescriptor {
-            descriptor_type: DESCRIPTOR_TYPE,
-            bcd_ccid: 0x0110,
-            max_slot_index: 0,
-            voltage_support: VoltageSupport(voltage),
-            protocols: ReaderProtocols(protocols),
-            default_clock: 4000,
-            maximum_clock: 4000,
-            num_clock_supported: 0,
-            data_rate: 10752,
-            max_data_rate: 344_086,
-            num_data_rates_supported: 0,
-            max_ifsd,
-            synch_protocols: 0,
-            mechanical: 0,
-            features: Features(features),
-            max_ccid_message_length: max_msg,
-            class_get_response: 0xFF,
-            class_envelope: 0xFF,
-            lcd_layout: 0,
-            pin_support: PinSupport(pin),
-            max_ccid_busy_slots: 1,
-        }
-    }
 
     #[test]
     fn qemu_descriptor() {

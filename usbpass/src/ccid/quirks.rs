@@ -922,7 +922,7 @@ mod sim_tests;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ccid::descriptor::tests::made;
+    use crate::ccid::sim::profiles::made;
 
     #[test]
     fn refused_firmware_thresholds() {

@@ -549,11 +549,18 @@ pub mod profiles {
     use super::*;
 
     fn base(features: u32, max_msg: u32, protocols: u32) -> CcidDescriptor {
+        made(features, max_msg, protocols, 7, 254, 0)
+    }
+
+    /// A descriptor built per specification with the values ccid.md §9.1 gives for a reader:
+    /// `dwFeatures`, `dwMaxCCIDMessageLength`, `dwProtocols`, `bVoltageSupport`, `dwMaxIFSD`,
+    /// `bPINSupport`; the rest as common readers have them (4 MHz clock, one slot).
+    pub fn made(features: u32, max_msg: u32, protocols: u32, voltage: u8, max_ifsd: u32, pin: u8) -> CcidDescriptor {
         CcidDescriptor {
             descriptor_type: DESCRIPTOR_TYPE,
             bcd_ccid: 0x0110,
             max_slot_index: 0,
-            voltage_support: VoltageSupport(7),
+            voltage_support: VoltageSupport(voltage),
             protocols: ReaderProtocols(protocols),
             default_clock: 4000,
             maximum_clock: 4000,
@@ -561,7 +568,7 @@ pub mod profiles {
             data_rate: 10752,
             max_data_rate: 344_086,
             num_data_rates_supported: 0,
-            max_ifsd: 254,
+            max_ifsd,
             synch_protocols: 0,
             mechanical: 0,
             features: Features(features),
@@ -569,7 +576,7 @@ pub mod profiles {
             class_get_response: 0xFF,
             class_envelope: 0xFF,
             lcd_layout: 0,
-            pin_support: PinSupport(0),
+            pin_support: PinSupport(pin),
             max_ccid_busy_slots: 1,
         }
     }
