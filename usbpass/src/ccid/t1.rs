@@ -555,6 +555,22 @@ impl T1 {
         Ok(Some((self.encode(&Block::S { kind, response: true, inf }), wtx)))
     }
 
+    /// Whether an I-block from the card is the one expected: N(S) = our N(R), INF within IFSD.
+    fn expected_i_block(&self, ns: bool, inf: &[u8]) -> bool {
+        ns == self.nr && inf.len() <= self.ifsd.max(254)
+    }
+
+    /// Takes an expected I-block of the card's response: N(R) advances and `inf` joins `resp`.
+    /// `None` when it was the last block (no M bit), else the R-block asking for the next one.
+    fn take_response_block(&mut self, resp: &mut Vec<u8>, inf: &[u8], more: bool) -> Result<Option<Vec<u8>>, Outcome> {
+        self.nr = !self.nr;
+        if resp.len() + inf.len() > self.max_response {
+            return Err(Outcome::TooLong);
+        }
+        resp.extend_from_slice(inf);
+        Ok(more.then(|| self.encode(&Block::R { nr: self.nr, error: RError::None })))
+    }
+
     /// The receiving half of [`T1::run`] for a block the reader sent on our behalf. `Ok(None)`:
     /// the card asks for our I-block again (it never took it).
     fn run_secure<X: BlockXfer + ?Sized>(
@@ -588,7 +604,7 @@ impl T1 {
             let next = match answer {
                 Err(kind) => fail(self, kind, &mut last_r)?,
                 Ok(Block::I { ns, more, inf }) => {
-                    if ns != self.nr || inf.len() > self.ifsd.max(254) {
+                    if !self.expected_i_block(ns, &inf) {
                         fail(self, RError::Other, &mut last_r)?
                     } else {
                         if !acknowledged {
@@ -596,18 +612,14 @@ impl T1 {
                             self.ns = !self.ns;
                             acknowledged = true;
                         }
-                        self.nr = !self.nr;
                         errors = 0;
-                        if resp.len() + inf.len() > self.max_response {
-                            return Err(Outcome::TooLong);
+                        match self.take_response_block(&mut resp, &inf, more)? {
+                            None => return Ok(Some(resp)),
+                            Some(r) => {
+                                last_r = Some(r.clone());
+                                r
+                            }
                         }
-                        resp.extend_from_slice(&inf);
-                        if !more {
-                            return Ok(Some(resp));
-                        }
-                        let r = self.encode(&Block::R { nr: self.nr, error: RError::None });
-                        last_r = Some(r.clone());
-                        r
                     }
                 }
                 // The card asks for the block the reader built.
@@ -699,7 +711,7 @@ impl T1 {
                         fail(self, RError::Other, &mut last, &mut last_kind)?;
                         continue;
                     }
-                    if ns != self.nr || inf.len() > self.ifsd.max(254) {
+                    if !self.expected_i_block(ns, &inf) {
                         fail(self, RError::Other, &mut last, &mut last_kind)?;
                         continue;
                     }
@@ -708,17 +720,14 @@ impl T1 {
                         self.ns = !self.ns;
                         sending = false;
                     }
-                    self.nr = !self.nr;
                     errors = 0;
-                    if resp.len() + inf.len() > self.max_response {
-                        return Err(Outcome::TooLong);
+                    match self.take_response_block(&mut resp, &inf, more)? {
+                        None => return Ok(resp),
+                        Some(r) => {
+                            last = r;
+                            last_kind = Last::R;
+                        }
                     }
-                    resp.extend_from_slice(&inf);
-                    if !more {
-                        return Ok(resp);
-                    }
-                    last = self.encode(&Block::R { nr: self.nr, error: RError::None });
-                    last_kind = Last::R;
                 }
                 Block::R { nr, .. } => {
                     if sending && nr != self.ns {
