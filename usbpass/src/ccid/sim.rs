@@ -1369,6 +1369,28 @@ fn set_bits(buf: &mut [u8], at: usize, n: usize, value: u32) -> Option<()> {
 /// for the simulator (the ATR is the reader's business here).
 pub const T0_ONLY_ATR: [u8; 12] = [0x3B, 0x89, 0x00, 0x56, 0x43, 0x41, 0x52, 0x44, 0x5F, 0x4E, 0x53, 0x53];
 
+/// A small reproducible generator for the randomised robustness tests (xorshift64*; no
+/// dependency). Seed with a non-zero value.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A value in `0..n` (`0` when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n.max(1) as u64) as usize
+    }
+
+    pub fn byte(&mut self) -> u8 {
+        self.next_u64() as u8
+    }
+}
+
 /// A T=1-only ATR (YubiKey 5's).
 pub const T1_ONLY_ATR: [u8; 23] = [
     0x3B, 0xFD, 0x13, 0x00, 0x00, 0x81, 0x31, 0xFE, 0x15, 0x80, 0x73, 0xC0, 0x21, 0xC0, 0x57, 0x59, 0x75, 0x62, 0x69,

@@ -7,7 +7,7 @@ use super::descriptor::{CcidDescriptor, Features};
 use super::device::Op;
 use super::exchange::{ExchangeError, ExchangeOptions, Slot};
 use super::message::{msg_type, Notification, PowerSelect};
-use super::sim::{profiles, Fault, PinEntry, SimCard, SimReader, T0_ONLY_ATR, T1_ONLY_ATR};
+use super::sim::{profiles, Fault, PinEntry, Rng, SimCard, SimReader, T0_ONLY_ATR, T1_ONLY_ATR};
 use super::t0::{T0Error, T0Mode, T0Options};
 use super::t1::{Block, Edc, T1Error};
 use super::transport::class_request;
@@ -1032,13 +1032,8 @@ fn character_level_t1_crc() {
 
 #[test]
 fn character_level_random_reader_replies_never_panic() {
-    let mut seed = 0x0123_4567_89AB_CDEFu64;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut rng = Rng(0x0123_4567_89AB_CDEF);
+    let mut next = move || rng.next_u64();
     for round in 0..200 {
         let atr: &[u8] = if round % 2 == 0 { &T0_ONLY_ATR } else { &card::ATR };
         let mut r = SimReader::new(profiles::character(), vcard(), atr);

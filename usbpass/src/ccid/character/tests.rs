@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::ccid::message::{CommandStatus, ErrorCode, IccStatus, Status};
+use crate::ccid::sim::Rng;
 use crate::ccid::t0::{self, T0Mode, T0Options};
 use crate::ccid::t1::{Block, T1Error, T1};
 use crate::ccid::transport::TransportError;
@@ -336,24 +337,6 @@ fn t1_engine_recovers_from_a_short_block() {
 // ---------------------------------------------------------------------------------------------
 // Robustness
 
-/// xorshift64*: reproducible, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn byte(&mut self) -> u8 {
-        self.next() as u8
-    }
-}
-
 /// A reader whose every reply is random: plausible procedure bytes, random characters, short
 /// and long replies, failures. Nothing may panic, everything must end.
 fn random_reader(rng: &mut Rng, ins: u8) -> Result<Vec<u8>, CcidError> {
@@ -394,14 +377,14 @@ fn random_replies_never_panic() {
             fix_wrong_length: rng.below(2) == 0,
             get_response: rng.below(2) == 0,
         };
-        let mut seed = Rng(rng.next() | 1);
+        let mut seed = Rng(rng.next_u64() | 1);
         let mut x = T0OverChars(|_: &[u8], _: u16, _: u8| random_reader(&mut seed, ins));
         let _ = t0::transmit(&mut x, &apdu, &opts);
 
         // T=1: the engine over random characters; it ends (answer, error or dead channel).
         let edc = if round % 2 == 0 { Edc::Lrc } else { Edc::Crc };
         let mut t1 = T1::new(1 + rng.byte() % 254, edc);
-        let mut seed = Rng(rng.next() | 1);
+        let mut seed = Rng(rng.next_u64() | 1);
         let mut x = T1OverChars {
             chars: |_: &[u8], l: u16, _: u8| {
                 // Now and then a well-formed prologue, so the rest is read too.

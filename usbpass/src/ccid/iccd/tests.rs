@@ -8,7 +8,7 @@ use crate::ccid::atr::{Protocol, Protocols};
 use crate::ccid::device::{CcidError, Op};
 use crate::ccid::exchange::{ExchangeError, ExchangeOptions, Slot, MAX_RESPONSE};
 use crate::ccid::message::{Command, SetParameters, T1Params, XfrBlock};
-use crate::ccid::sim::{T0_ONLY_ATR, T1_ONLY_ATR};
+use crate::ccid::sim::{Rng, T0_ONLY_ATR, T1_ONLY_ATR};
 use pcsc_bridge_tests::card::cmd::{echo, pattern_ext, select_ok, SELECT, SELECT_NO_FCI};
 use pcsc_bridge_tests::card::{self, Card};
 use pcsc_proto::Rv;
@@ -512,20 +512,16 @@ fn adapter_without_driver() {
 /// A token that answers every request with random bytes (biased towards meaningful first
 /// bytes) or a random failure.
 struct RandomToken {
-    state: u64,
+    rng: Rng,
 }
 
 impl RandomToken {
     fn next(&mut self) -> u64 {
-        // xorshift64*
-        self.state ^= self.state >> 12;
-        self.state ^= self.state << 25;
-        self.state ^= self.state >> 27;
-        self.state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        self.rng.next_u64()
     }
 
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+    fn below(&mut self, n: usize) -> usize {
+        self.rng.below(n)
     }
 
     fn failure(&mut self) -> Option<TransportError> {
@@ -557,9 +553,9 @@ impl Transport for RandomToken {
             return Err(e);
         }
         let n = match self.below(4) {
-            0 => self.below(4) as usize,
-            1 => self.below(300) as usize,
-            2 => self.below(buf.len() as u64 + 1) as usize,
+            0 => self.below(4),
+            1 => self.below(300),
+            2 => self.below(buf.len() + 1),
             _ => buf.len(),
         }
         .min(buf.len());
@@ -568,7 +564,7 @@ impl Transport for RandomToken {
         }
         const FIRST: [u8; 11] = [0x00, 0x01, 0x02, 0x03, 0x10, 0x20, 0x40, 0x80, 0x3B, 0x90, 0xC0];
         if n > 0 && self.below(4) != 0 {
-            buf[0] = FIRST[self.below(FIRST.len() as u64) as usize];
+            buf[0] = FIRST[self.below(FIRST.len())];
         }
         Ok(n)
     }
@@ -579,7 +575,7 @@ fn random_answers_never_panic() {
     let (apdu, _) = echo(1000, true);
     for seed in 1..=3000u64 {
         for version in [Version::A, Version::B] {
-            let token = RandomToken { state: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1 };
+            let token = RandomToken { rng: Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1) };
             let desc = match version {
                 Version::A => descriptors::version_a(),
                 Version::B => descriptors::version_b(),
@@ -613,17 +609,17 @@ fn random_answers_never_panic() {
 
 #[test]
 fn random_commands_never_panic() {
-    let mut rng = RandomToken { state: 0x1234_5678_9ABC_DEF1 };
+    let mut rng = RandomToken { rng: Rng(0x1234_5678_9ABC_DEF1) };
     for version in [Version::A, Version::B] {
         let mut t = IccdTransport::new(token(version), version).with_poll_unit(Duration::ZERO);
         let mut buf = vec![0u8; 70_000];
         for _ in 0..3000 {
-            let len = rng.below(40) as usize;
+            let len = rng.below(40);
             let mut msg: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
             if len >= 10 && rng.below(2) == 0 {
                 // A plausible header: a known type and a matching dwLength.
                 const TYPES: [u8; 6] = [0x62, 0x63, 0x65, 0x6F, 0x61, 0x6B];
-                msg[0] = TYPES[rng.below(6) as usize];
+                msg[0] = TYPES[rng.below(6)];
                 msg[1..5].copy_from_slice(&((len - 10) as u32).to_le_bytes());
             }
             if t.bulk_out(&msg, Duration::from_millis(50)).is_ok() {
