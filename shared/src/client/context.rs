@@ -554,7 +554,7 @@ impl Context {
     }
 
     /// `SCardStatus`: the daemon checks the handle; state, protocol and ATR come
-    /// from the reader-state array, fetched in the same round trip.
+    /// from the reader-state array, fetched first (as libpcsclite does).
     pub fn status(&self, card: CardId) -> Result<CardStatus, Rv> {
         self.blocking(false, || self.status_once(card))
     }
@@ -566,11 +566,10 @@ impl Context {
             // As libpcsclite: the reader states first; a handle whose reader has gone gets
             // SCARD_E_READER_UNAVAILABLE without asking the daemon (which would say
             // SCARD_E_INVALID_VALUE).
-            let states = fetch_states(inner)?;
             let layout = v.rs_layout();
-            if !states.iter().any(|s| !s.is_empty(layout) && s.name == reader) {
+            let Some(s) = fetch_states(inner)?.into_iter().find(|s| !s.is_empty(layout) && s.name == reader) else {
                 return Ok(Err(Rv::E_READER_UNAVAILABLE));
-            }
+            };
             if v.status_is_wide() {
                 let msg = Status40Msg { h_card, reader_len: 100, atr_len: 33, ..Default::default() };
                 let mut body = Vec::with_capacity(Status40Msg::SIZE);
@@ -582,7 +581,7 @@ impl Context {
                 if m.rv != 0 {
                     return Ok(Err(Rv(m.rv)));
                 }
-                return Ok(Ok((reader, v, states)));
+                return Ok(Ok((reader, layout, s)));
             }
             let conn = inner.conn.as_mut().expect("connected");
             conn.request(Command::STATUS, &StatusMsg { h_card, rv: 0 }.to_array(), &[])?;
@@ -592,11 +591,9 @@ impl Context {
             if m.rv != 0 {
                 return Ok(Err(Rv(m.rv)));
             }
-            Ok(Ok((reader, v, states)))
+            Ok(Ok((reader, layout, s)))
         })?;
-        let (reader, v, states) = out?;
-        let layout = v.rs_layout();
-        let s = states.iter().find(|s| !s.is_empty(layout) && s.name == reader).ok_or(Rv::E_READER_UNAVAILABLE)?;
+        let (reader, layout, s) = out?;
         let state = if layout == RsLayout::A { s.state } else { (s.event_counter << 16).wrapping_add(s.state) };
         Ok(CardStatus { reader, state, protocol: s.protocol, atr: s.atr().to_vec() })
     }
