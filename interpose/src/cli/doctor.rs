@@ -358,15 +358,16 @@ fn rv_text(rv: u32) -> String {
     Rv(rv).to_string()
 }
 
-/// The daemon socket: true when a daemon accepts connections. With `usb_fallback` (no pcscd here, but pcsc-bridge is the app's library
-/// and falls back to usbpass for the USB readers it sees) a missing socket is not a failure.
+/// The daemon socket: true when a daemon accepts connections. With `fallback_possible`
+/// (pcsc-bridge is the app's library and falls back to usbpass for the USB readers it sees)
+/// a missing socket is not a failure.
 fn check_socket(
     r: &mut Report,
     cfg: &ClientConfig,
     source: &str,
     sb: &Sandbox,
     proxy: bool,
-    usb_fallback: bool,
+    fallback_possible: bool,
 ) -> bool {
     let path = cfg.socket.display().to_string();
     let mut c = Check::new("socket", Status::Ok, format!("{path} ({source})"))
@@ -401,7 +402,7 @@ fn check_socket(
                 format!("cannot be read: {e}")
             };
             c.summary = format!("{path} ({source}) {what}");
-            if usb_fallback {
+            if fallback_possible {
                 c.status = Status::Info;
                 c.summary.push_str(": pcsc-bridge uses usbpass for the USB readers instead");
             } else {
@@ -771,8 +772,10 @@ pub fn diagnose(o: &DoctorOpts) -> Report {
     };
     let routes = routes(&cfg.socket);
     // No pcscd reachable, but the library apps load here falls back to usbpass.
-    let usb_fallback = routes.bridge_loaded() && fallback::applies() && UnixStream::connect(&cfg.socket).is_err();
-    let socket_ok = check_socket(&mut r, &cfg, source, &sb, routes.proxy, usb_fallback);
+    // Without a reachable pcscd, the library apps load here would fall back to usbpass.
+    let fallback_possible = routes.bridge_loaded() && fallback::applies();
+    let socket_ok = check_socket(&mut r, &cfg, source, &sb, routes.proxy, fallback_possible);
+    let usb_fallback = fallback_possible && !socket_ok;
     let daemon = if socket_ok { check_daemon(&mut r, &cfg) } else { None };
 
     let copies = library_copies();
