@@ -446,6 +446,7 @@ import json, os, select, shlex, subprocess, sys, termios, threading, time, tty
 
 ATR = bytes.fromhex("3B0A" + b"pcscbridge".hex())
 AID = bytes.fromhex("A0000005272101")
+SELECT_AID = bytes([0, 0xA4, 4, 0, 7]) + AID  # SELECT of the AID: answered FCI + 90 00
 FCI = bytes.fromhex("6F0E8407A0000005272101A503880101")
 SERIAL = "PCSCBRIDGE01"
 SERIAL2 = "PCSCBRIDGE02"  # an empty reader hot-plugged in sandbox phases
@@ -707,7 +708,7 @@ def c_py_features():
     return hexs(v)
 
 def c_py_select():
-    expect(bytes([0, 0xA4, 4, 0, 7]) + AID, FCI + b"\x90\x00")
+    expect(SELECT_AID, FCI + b"\x90\x00")
     return "FCI + 90 00"
 
 def c_py_read_binary():
@@ -755,7 +756,7 @@ def c_py_reconnect():
         SCardDisconnect(st["card"], SCARD_LEAVE_CARD)
         st["card"] = None
     c_py_connect()
-    expect(bytes([0, 0xA4, 4, 0, 7]) + AID, FCI + b"\x90\x00")
+    expect(SELECT_AID, FCI + b"\x90\x00")
     return "new handle, T=0, SELECT ok"
 
 def c_py_quirk64():
@@ -863,7 +864,7 @@ def c_unplug():
     ms, readers = pnp_change(lambda: qmp("device_del", id="ccid2"), 1)
     if any(SERIAL2 in r for r in readers) or SERIAL not in readers[0]:
         raise Fail("readers %r after unplugging %s" % (readers, SERIAL2))
-    expect(bytes([0, 0xA4, 4, 0, 7]) + AID, FCI + b"\x90\x00")
+    expect(SELECT_AID, FCI + b"\x90\x00")
     return "PnP %d ms after device_del; the other reader still answers" % ms
 
 def transmit_in_background(apdu):
@@ -883,7 +884,7 @@ def c_pull():
     r = ctl("delay 4000")
     if not r.startswith("ok"):
         raise Fail("vscard delay: " + r)
-    wait = transmit_in_background(bytes([0, 0xA4, 4, 0, 7]) + AID)
+    wait = transmit_in_background(SELECT_AID)
     time.sleep(1.0)
     t0 = time.monotonic()
     qmp("device_del", id="ccid0")
@@ -936,7 +937,7 @@ def c_held():
         raise Fail("a client of the second usbpass got %r (want no readers); its log: %s" % (got, one_line(text)[-300:]))
     if not said:
         raise Fail("the second usbpass did not say why it left the reader alone: %s" % one_line(text)[-300:])
-    expect(bytes([0, 0xA4, 4, 0, 7]) + AID, FCI + b"\x90\x00")
+    expect(SELECT_AID, FCI + b"\x90\x00")
     return "a second usbpass lists no reader and logs: %s; the holder still answers" % (
         said[0].split("usbpass::serve::backend: ")[-1][:120])
 
@@ -946,7 +947,7 @@ def c_sbx_held():
     if not warn or "[warn]" not in warn[0].lower() or "held by another program" not in text:
         raise Fail("rc=%d, doctor in a sandbox without pcscd while pcscd holds the reader: %s" % (
             rc, one_line(text)[-400:]))
-    expect(bytes([0, 0xA4, 4, 0, 7]) + AID, FCI + b"\x90\x00")
+    expect(SELECT_AID, FCI + b"\x90\x00")
     return "doctor in the sandbox: %s" % warn[0][:150]
 
 def c_py_pull_card():
@@ -957,7 +958,7 @@ def c_py_pull_card():
         raise Fail("vscard delay: " + r)
     t_hold = time.monotonic()
     try:
-        wait = transmit_in_background(bytes([0, 0xA4, 4, 0, 7]) + AID)
+        wait = transmit_in_background(SELECT_AID)
         time.sleep(0.5)
         t0 = time.monotonic()
         r = ctl("remove")
@@ -977,11 +978,11 @@ def c_py_pull_card():
     wait_state(True, 10)
     hr2, proto = SCardReconnect(st["card"], SCARD_SHARE_SHARED, SCARD_PROTOCOL_T0, SCARD_RESET_CARD)
     check(hr2, "SCardReconnect after reinsertion")
-    expect(bytes([0, 0xA4, 4, 0, 7]) + AID, FCI + b"\x90\x00")
+    expect(SELECT_AID, FCI + b"\x90\x00")
     return "transmit -> %s; card back, reconnected, SELECT ok" % err(hr)
 
 def c_py_after_quirk():
-    r = transmit(bytes([0, 0xA4, 4, 0, 7]) + AID)
+    r = transmit(SELECT_AID)
     if r == pattern(0, 4) + b"\x90\x00":
         raise Fail("SELECT got %s: the answer to the previous READ BINARY (the driver is one "
                    "answer behind)" % hexs(r))
